@@ -1,0 +1,118 @@
+"""The networks (input: normalised (N, 1, 28, 28) images; output: 10 logits) and their registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from digitrec.errors import ConfigError
+
+
+def _dense(n_in: int, n_out: int, dropout: float) -> list[nn.Module]:
+    return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class MLP(nn.Module):
+    """784 → 512 → 256 → 128 → 10, each hidden layer Linear → BatchNorm → ReLU → Dropout."""
+
+    def __init__(self, hidden: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2, num_classes: int = 10) -> None:
+        super().__init__()
+        widths = [28 * 28, *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for n_in, n_out in zip(widths, widths[1:]):
+            layers += _dense(n_in, n_out, dropout)
+        self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class CNN(nn.Module):
+    """Two blocks of [conv3×3-BN-ReLU ×2 → max-pool → dropout] (32, 64 channels), then FC 3136 → 256 → 10."""
+
+    def __init__(self, channels: tuple[int, int] = (32, 64), hidden: int = 256, dropout: float = 0.25,
+                 head_dropout: float = 0.5, num_classes: int = 10) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            *_conv_bn_relu(1, c1), *_conv_bn_relu(c1, c1), nn.MaxPool2d(2), nn.Dropout(dropout),
+            *_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c2), nn.MaxPool2d(2), nn.Dropout(dropout),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), *_dense(c2 * 7 * 7, hidden, head_dropout), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus a 1×1 projection shortcut, ReLU, then 2× max-pool and dropout."""
+
+    def __init__(self, c_in: int, c_out: int, dropout: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn_relu(c_in, c_out), nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out)
+        )
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1), nn.BatchNorm2d(c_out))
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+class DeepCNN(nn.Module):
+    """Three residual blocks (32 → 64 → 128 channels), adaptive average pool to 4×4, FC 2048 → 512 → 256 → 10."""
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), hidden: tuple[int, int] = (512, 256),
+                 dropout: float = 0.25, head_dropout: float = 0.5, num_classes: int = 10) -> None:
+        super().__init__()
+        widths = [1, *channels]
+        self.features = nn.Sequential(
+            *(ResidualBlock(a, b, dropout) for a, b in zip(widths, widths[1:])), nn.AdaptiveAvgPool2d(4)
+        )
+        h1, h2 = hidden
+        self.head = nn.Sequential(
+            nn.Flatten(), *_dense(channels[-1] * 16, h1, head_dropout), *_dense(h1, h2, head_dropout),
+            nn.Linear(h2, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN}
+
+
+def model_name(spec: Mapping[str, Any]) -> str:
+    """Registry name for a model config: `{"_target_": "digitrec.models.CNN", ...}` or `{"name": "cnn", ...}`."""
+    target = spec.get("_target_") or spec.get("name")
+    for name, cls in MODELS.items():
+        if target in (name, cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
+            return name
+    raise ConfigError(f"Unknown model {target!r}; valid models: {', '.join(MODELS)}.")
+
+
+def build_model(spec: str | Mapping[str, Any]) -> nn.Module:
+    """Build a registered network from its name or its config (`_target_`/`name` plus keyword arguments).
+
+    Only classes in `MODELS` are ever built: a config cannot make this import or call anything else.
+    """
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    cls = MODELS[model_name(spec)]
+    kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"Bad arguments for model {model_name(spec)!r}: {e}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

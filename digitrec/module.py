@@ -1,0 +1,124 @@
+"""`DigitClassifier`: one LightningModule for every network in the registry."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics.classification import MulticlassAccuracy
+
+from digitrec.data import NUM_CLASSES
+from digitrec.errors import ConfigError
+from digitrec.models import build_model, count_parameters, model_name
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}
+DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 3e-3}
+# Scheduler arguments that mean "length of the whole run in optimizer steps": filled in from the trainer.
+_RUN_LENGTH_ARGS = ("total_steps", "T_max")
+
+
+def plain(cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A config as plain Python data, so checkpoints hold no objects and load with `weights_only=True`."""
+    if cfg is None:
+        return None
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def _check_rates(section: str, cfg: Mapping[str, Any]) -> None:
+    for key in ("lr", "max_lr", "weight_decay", "momentum"):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        positive = key in ("lr", "max_lr")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+            kind = "positive" if positive else "non-negative"
+            raise ConfigError(f"{section}.{key} must be a {kind} number, got {value!r}.")
+
+
+def _instantiate(section: str, cfg: Mapping[str, Any]) -> Any:
+    try:
+        return instantiate(cfg)
+    except Exception as e:  # Hydra wraps import and argument errors in several exception types
+        raise ConfigError(f"Cannot build {section} from {cfg}: {e}") from None
+
+
+class DigitClassifier(L.LightningModule):
+    """Cross-entropy with label smoothing, micro accuracy from torchmetrics, per-step LR schedule.
+
+    `net`, `optimizer` and `scheduler` are configs (plain dicts, Hydra style): the network is
+    built through the model registry, the optimizer and scheduler from their `_partial_` configs.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any] | str = "cnn",
+        optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
+        scheduler: Mapping[str, Any] | None = DEFAULT_SCHEDULER,
+        label_smoothing: float = 0.05,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        net = {"name": net} if isinstance(net, str) else plain(net)
+        optimizer, scheduler = plain(optimizer), plain(scheduler)
+        if "_target_" not in optimizer:
+            raise ConfigError(f"optimizer config needs a _target_ (e.g. torch.optim.AdamW), got {optimizer}.")
+        _check_rates("optimizer", optimizer)
+        _check_rates("scheduler", scheduler or {})
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+        self.save_hyperparameters({"net": net, "optimizer": optimizer, "scheduler": scheduler,
+                                   "label_smoothing": label_smoothing, "channels_last": channels_last})
+        self.model_name = model_name(net)
+        self.net = build_model(net)
+        self.num_parameters = count_parameters(self.net)
+        self.channels_last = channels_last and any(isinstance(m, torch.nn.Conv2d) for m in self.net.modules())
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.train_acc, self.val_acc, self.test_acc = (
+            MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing), logits, y
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self._step(batch)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.test_acc(logits, y)
+        self.log("test/loss", loss)
+        self.log("test/acc", self.test_acc)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = _instantiate("optimizer", self.hparams.optimizer)(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        make_scheduler = _instantiate("scheduler", self.hparams.scheduler)
+        wanted = inspect.signature(make_scheduler.func).parameters
+        run_length = {k: int(self.trainer.estimated_stepping_batches) for k in _RUN_LENGTH_ARGS if k in wanted}
+        scheduler = make_scheduler(optimizer, **run_length)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,107 @@
+"""Assembling the Lightning `Trainer` from the `trainer`, `callbacks` and `logger` config groups."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from digitrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_HALF = {"16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true"}
+
+
+def _uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def choose_precision(requested: str | int | None, accelerator: str = "auto") -> tuple[str, str]:
+    """Return (precision, reason). `auto`: 16-mixed on CUDA, 32-true elsewhere.
+
+    An explicit `16-mixed` on a CPU becomes 32-true: Lightning would silently run bf16 autocast
+    instead, which is several times slower than fp32 on CPUs without bf16 units.
+    """
+    requested = "auto" if requested is None else str(requested)
+    cuda = _uses_cuda(str(accelerator))
+    if requested == "auto":
+        if cuda:
+            return "16-mixed", "CUDA device: mixed precision (fp16 autocast)"
+        return "32-true", "no CUDA device: fp32 (half-precision autocast is far slower on CPU)"
+    if requested in ("16", "16-mixed") and not cuda:
+        return "32-true", f"precision={requested} asked for but no CUDA device: fp32 instead of slow CPU bf16 autocast"
+    return requested, "as configured"
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    """Instantiate callbacks and loggers, resolve `precision: auto`, and build the Trainer."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    precision, reason = choose_precision(trainer_cfg.pop("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
+    log.info("Precision %s: %s.", precision, reason)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    try:
+        return L.Trainer(**trainer_cfg, precision=precision, callbacks=callbacks,
+                         logger=loggers or False, **overrides)
+    except (ValueError, TypeError, MisconfigurationException) as e:  # Lightning's own argument checks
+        raise ConfigError(f"Invalid trainer configuration: {e}") from None
+
+
+def check_resume_path(ckpt_path: str | None) -> str | None:
+    """Fail early, with the path in the message, if a checkpoint to resume from is missing."""
+    if ckpt_path is None:
+        return None
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Give the path of a .ckpt "
+                          "written by an earlier run, e.g. outputs/<run>/checkpoints/last.ckpt.")
+    return str(ckpt_path)
+
+
+def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, fit_seconds: float,
+               test: dict[str, float]) -> dict[str, Any]:
+    """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab."""
+    ckpt = trainer.checkpoint_callback
+    best_score = ckpt.best_model_score if ckpt is not None else None
+    epochs = max(trainer.current_epoch, 1)
+    summary = {
+        "model": module.model_name,
+        "parameters": module.num_parameters,
+        "best_val_acc": float(best_score) if best_score is not None else float(trainer.callback_metrics.get("val/acc", float("nan"))),
+        "test_acc": test.get("test/acc"),
+        "test_loss": test.get("test/loss"),
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds_per_epoch": round(fit_seconds / epochs, 2),
+        "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
+        "precision": str(trainer.precision),
+    }
+    if trainer.is_global_zero:
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        hparams_metrics = {"hp/best_val_acc": summary["best_val_acc"], "hp/test_acc": summary["test_acc"] or float("nan")}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(_loggable(cfg), metrics=hparams_metrics)
+                logger.finalize("success")
+        test_acc = f"{summary['test_acc']:.4f}" if summary["test_acc"] is not None else "not run"
+        log.info(
+            "Done: %s (%s params) | best val/acc %.4f | test/acc %s | %d epochs in %.1f s (%.1f s/epoch) | best checkpoint: %s",
+            summary["model"], f"{summary['parameters']:,}", summary["best_val_acc"], test_acc,
+            summary["epochs"], fit_seconds, summary["seconds_per_epoch"], summary["best_checkpoint"] or "none",
+        )
+    return summary
+
+
+def _loggable(cfg: DictConfig) -> dict[str, Any]:
+    """The run's configuration minus Hydra's own section, resolved to plain values."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
