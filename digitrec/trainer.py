@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -48,6 +49,8 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     precision, reason = choose_precision(trainer_cfg.pop("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
     log.info("Precision %s: %s.", precision, reason)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if trainer_cfg.get("enable_progress_bar") is False:  # Lightning refuses a progress bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     try:
         return L.Trainer(**trainer_cfg, precision=precision, callbacks=callbacks,

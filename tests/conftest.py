@@ -1,0 +1,79 @@
+"""Shared fixtures: synthetic IDX files, the real MNIST folder, and one small trained run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, tensor: torch.Tensor, gz: bool = True) -> Path:
+    """Write a uint8 tensor as an IDX file (magic 0x0801 / 0x0803 for 1-D / 3-D)."""
+    header = bytes([0, 0, 0x08, tensor.dim()]) + b"".join(int(d).to_bytes(4, "big") for d in tensor.shape)
+    payload = header + tensor.to(torch.uint8).contiguous().numpy().tobytes()
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def make_fake_mnist(folder: Path, n_train: int = 200, n_test: int = 50, gz: bool = True, seed: int = 0) -> Path:
+    """A tiny MNIST-shaped data set in `folder/MNIST/raw`; labels are learnable (a bright square per class)."""
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        images = torch.randint(0, 40, (n, 28, 28), generator=g)
+        for i, label in enumerate(labels.tolist()):
+            r, c = 2 + 2 * (label // 5) * 5, 2 + (label % 5) * 5
+            images[i, r : r + 8, c : c + 4] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, gz)
+    return folder
+
+
+@pytest.fixture
+def fake_mnist(tmp_path: Path) -> Path:
+    """A data_dir holding a tiny synthetic MNIST (gzipped)."""
+    return make_fake_mnist(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST data_dir ($DIGITREC_DATA_DIR, as CI sets it)."""
+    from digitrec.data import FILES, default_data_dir, raw_dir
+
+    folder = default_data_dir()
+    missing = [s for s in FILES if not any((raw_dir(folder) / (s + e)).is_file() for e in ("", ".gz"))]
+    if missing:
+        pytest.fail(f"Real MNIST not found in {raw_dir(folder)} (missing {missing}); set DIGITREC_DATA_DIR.")
+    return folder
+
+
+def run_train(*overrides: str, cwd: Path = REPO, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `train.py` entry point in a subprocess with Hydra overrides."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, str(REPO / "train.py"), "trainer.enable_progress_bar=false",
+           "trainer.enable_model_summary=false", *overrides]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """One real run: the MLP, 2 epochs on real MNIST (about 20 s). Returns its run directory."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    run_train("model=mlp", "trainer.max_epochs=2", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_acc"] > 0.95, summary
+    return run_dir
