@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -43,6 +43,25 @@ def choose_precision(requested: str | int | None, accelerator: str = "auto") -> 
     return requested, "as configured"
 
 
+class RNGState(Callback):
+    """Saves torch's RNG state in checkpoints and restores it on resume.
+
+    Shuffling, augmentation and dropout all draw from it, so a run resumed from an epoch-end
+    checkpoint continues exactly as the uninterrupted run would have.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """Instantiate callbacks and loggers, resolve `precision: auto`, and build the Trainer."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -51,6 +70,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if trainer_cfg.get("enable_progress_bar") is False:  # Lightning refuses a progress bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks.append(RNGState())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     try:
         return L.Trainer(**trainer_cfg, precision=precision, callbacks=callbacks,

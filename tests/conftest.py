@@ -61,8 +61,9 @@ def mnist_dir() -> Path:
 def run_train(*overrides: str, cwd: Path = REPO, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the real `train.py` entry point in a subprocess with Hydra overrides."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    cmd = [sys.executable, str(REPO / "train.py"), "trainer.enable_progress_bar=false",
-           "trainer.enable_model_summary=false", *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: argparse wants flags first
+    cmd = [sys.executable, str(REPO / "train.py"), *flags, "trainer.enable_progress_bar=false",
+           "trainer.enable_model_summary=false", *(o for o in overrides if not o.startswith("-"))]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -1,0 +1,113 @@
+import inspect
+import re
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from conftest import REPO, run_train
+from digitrec.errors import ConfigError
+from digitrec.module import DigitClassifier
+from digitrec.trainer import choose_precision
+
+CONF = REPO / "conf"
+
+
+def groups(name: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / name).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)  # set by @hydra.main in a real run
+    HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} interpolations resolve
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "model, optimizer, scheduler",
+    list(itertools.product(groups("model"), groups("optimizer"), groups("scheduler"))),
+)
+def test_every_combination_composes_and_builds(model, optimizer, scheduler, tmp_path: Path) -> None:
+    cfg = compose_train([f"model={model}", f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path)
+    assert cfg.hydra.runtime.choices.model == model
+    module = DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    assert module.model_name == model
+    module.trainer = SimpleNamespace(estimated_stepping_batches=50)
+    opt_cfg = module.configure_optimizers()
+    scheduler_obj = opt_cfg["lr_scheduler"]["scheduler"]
+    assert opt_cfg["lr_scheduler"]["interval"] == "step"
+    assert type(opt_cfg["optimizer"]).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
+    assert getattr(scheduler_obj, "total_steps", getattr(scheduler_obj, "T_max", None)) == 50
+
+
+@pytest.mark.parametrize("group", ["trainer", "callbacks", "logger", "debug", "data"])
+def test_every_option_of_other_groups_composes(group: str, tmp_path: Path) -> None:
+    for option in groups(group):
+        cfg = compose_train([f"{group}={option}"], tmp_path)
+        assert cfg.trainer is not None
+
+
+def test_callbacks_and_loggers_instantiate(tmp_path: Path) -> None:
+    cfg = compose_train(["logger=csv"], tmp_path)
+    callbacks = {k: instantiate(v) for k, v in cfg.callbacks.items()}
+    assert callbacks["model_checkpoint"].monitor == "val/acc"
+    assert callbacks["model_checkpoint"].filename == "cnn-best"
+    assert callbacks["early_stopping"].patience == 7
+    assert [type(instantiate(v)).__name__ for v in cfg.logger.values()] == ["CSVLogger"]
+
+
+def test_trainer_config_lists_every_trainer_argument() -> None:
+    """So that any Trainer argument works as a plain override (trainer.X=...)."""
+    cfg = compose_train([], Path("/tmp"))
+    expected = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    assert set(cfg.trainer) == expected
+
+
+def test_precision_choice() -> None:
+    assert choose_precision("auto", "cpu")[0] == "32-true"
+    assert choose_precision("16-mixed", "cpu")[0] == "32-true"
+    assert choose_precision("bf16-mixed", "cpu")[0] == "bf16-mixed"  # asked for explicitly
+    assert choose_precision("auto", "gpu")[0] == "16-mixed"
+    assert choose_precision(None, "cuda")[0] == "16-mixed"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr must be a positive number"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer"),
+        ("data.val_fraction=1.5", r"data.val_fraction must be in \(0, 1\)"),
+        ("optimizer._target_=torch.optim.NoSuchOptimizer", "Cannot build optimizer"),
+        ("ckpt_path=/nonexistent/last.ckpt", "no such checkpoint file"),
+    ],
+)
+def test_bad_values_fail_before_training_with_one_clear_line(override: str, message: str, tmp_path: Path) -> None:
+    proc = run_train(override, "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}", check=False, timeout=120)
+    assert proc.returncode == 1
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output
+    error_lines = [line for line in output.splitlines() if "ERROR" in line or line.startswith("error:")]
+    assert len(error_lines) == 1 and re.search(message, error_lines[0]), output[-2000:]
+    assert "Epoch 0" not in output
+
+
+def test_unknown_optimizer_group_lists_the_options(tmp_path: Path) -> None:
+    proc = run_train("optimizer=adamax", f"hydra.run.dir={tmp_path}", check=False, timeout=60)
+    assert proc.returncode == 1
+    assert "Could not find 'optimizer/adamax'" in proc.stderr and "sgd" in proc.stderr
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        DigitClassifier(optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0})
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        DigitClassifier(label_smoothing=1.5)

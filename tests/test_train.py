@@ -1,0 +1,105 @@
+"""End to end through the real `train.py` (Hydra entry point) in subprocesses."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_train
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "deep_cnn"])
+def test_fast_dev_run_each_model(model: str, tmp_path: Path, mnist_dir: Path) -> None:
+    proc = run_train(f"model={model}", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}")
+    result = summary(tmp_path)
+    assert result["model"] == model and result["precision"] == "32-true"
+    assert 0 <= result["test_acc"] <= 1
+    assert "Precision 32-true: no CUDA device" in proc.stdout + proc.stderr
+
+
+def test_short_run_writes_checkpoints_logs_and_summary(tmp_path: Path, mnist_dir: Path) -> None:
+    run_train("model=mlp", "debug=limit", f"hydra.run.dir={tmp_path}")
+    assert (tmp_path / "checkpoints" / "mlp-best.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / ".hydra" / "config.yaml").is_file() and (tmp_path / "train.log").is_file()
+    result = summary(tmp_path)
+    assert result["epochs"] == 2 and result["best_checkpoint"].endswith("mlp-best.ckpt")
+    ckpt = torch.load(tmp_path / "checkpoints" / "mlp-best.ckpt", weights_only=True)  # plain data only
+    assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP"}
+    assert "Done: mlp (569,226 params)" in (tmp_path / "train.log").read_text()
+
+
+def test_hparams_tab_has_final_metrics(tmp_path: Path, mnist_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_train("model=mlp", "debug=limit", "trainer.max_epochs=1", "trainer.log_every_n_steps=5", f"hydra.run.dir={tmp_path}")
+    tags = set()
+    for events in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"hp/best_val_acc", "hp/test_acc", "train/loss_epoch", "train/acc", "val/acc", "val/loss"} <= tags
+    assert any(t.startswith("lr-") for t in tags)
+
+
+def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None:
+    run_train("-m", "model=mlp,cnn,deep_cnn", "debug=limit", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+              f"hydra.sweep.dir={tmp_path}")
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert jobs == ["0_mlp", "1_cnn", "2_deep_cnn"]
+    for job in jobs:
+        model = job.split("_", 1)[1]
+        assert summary(tmp_path / job)["model"] == model
+        assert (tmp_path / job / "checkpoints" / f"{model}-best.ckpt").is_file()
+
+
+def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path) -> None:
+    args = ("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2")
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_train(*args, f"hydra.run.dir={a}")
+    run_train(*args, f"hydra.run.dir={b}")
+    assert summary(a)["best_val_acc"] == summary(b)["best_val_acc"]
+    assert summary(a)["test_loss"] == summary(b)["test_loss"]
+
+
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, mnist_dir: Path) -> None:
+    args = ["model=mlp", "trainer.max_epochs=3", "trainer.limit_train_batches=150",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    full, cut, resumed = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
+    run_train(*args, f"hydra.run.dir={full}")
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={cut}"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = cut / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert not (cut / "summary.json").exists(), "the run was meant to be interrupted"
+    stopped_at = torch.load(last, weights_only=True)["epoch"]
+    assert stopped_at < 2
+
+    run_train(*args, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+    assert summary(resumed)["epochs"] == summary(full)["epochs"] == 3
+    for key in ("best_val_acc", "test_acc", "test_loss"):
+        assert summary(resumed)[key] == summary(full)[key], key
+
+
+@pytest.mark.slow
+def test_cnn_one_short_epoch_on_real_mnist_beats_97_percent(tmp_path: Path, mnist_dir: Path) -> None:
+    run_train("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=150", f"hydra.run.dir={tmp_path}",
+              timeout=1200)
+    assert summary(tmp_path)["test_acc"] >= 0.97
