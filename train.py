@@ -12,23 +12,26 @@ from omegaconf import DictConfig
 
 from digitrec.errors import exit_on_user_error
 from digitrec.module import DigitClassifier
-from digitrec.trainer import build_trainer, check_resume_path, report_run
+from digitrec.trainer import build_trainer, explain_interrupts, keep_sweep_going, report_run, resolve_resume_path
 
 log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
+@keep_sweep_going
 def main(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last)
     trainer = build_trainer(cfg)
+    resume_from = resolve_resume_path(cfg.ckpt_path, module.model_name)
     log.info("Model %s: %s parameters", module.model_name, f"{module.num_parameters:,}")
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=check_resume_path(cfg.ckpt_path), weights_only=True)
+    with explain_interrupts(trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     fit_seconds = time.perf_counter() - start
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

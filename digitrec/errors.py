@@ -28,6 +28,10 @@ class CheckpointError(DigitrecError):
     """A checkpoint is missing, unreadable or cannot rebuild its model."""
 
 
+class TrainingDiverged(DigitrecError):
+    """The loss became NaN or infinite."""
+
+
 def find_user_error(error: BaseException | None) -> DigitrecError | None:
     """The `DigitrecError` behind an exception, if any (Hydra's instantiate wraps the ones it meets)."""
     while error is not None:

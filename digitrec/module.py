@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
 from digitrec.data import NUM_CLASSES
-from digitrec.errors import ConfigError
+from digitrec.errors import ConfigError, TrainingDiverged
 from digitrec.models import build_model, count_parameters, model_name
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}
@@ -101,17 +101,30 @@ class DigitClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: dict[str, torch.Tensor], batch, batch_idx: int) -> None:
+        # On CPU the check is free; on an accelerator it syncs, so look only every few batches
+        # (a NaN stays NaN: the run still stops within a few steps).
+        loss = outputs["loss"]
+        if (loss.device.type == "cpu" or batch_idx % 25 == 0) and not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise TrainingDiverged(
+                f"Loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                f"(learning rate {lr:.3g}): training diverged. Lower optimizer.lr or check the data."
+            )
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
         self.val_acc(logits, y)
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
+        return logits  # for callbacks (digitrec.plots.DiagnosticsLogger)
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
         self.test_acc(logits, y)
         self.log("test/loss", loss)
         self.log("test/acc", self.test_acc)
+        return logits
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = _instantiate("optimizer", self.hparams.optimizer)(params=self.parameters())

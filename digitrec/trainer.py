@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from digitrec.errors import ConfigError
+from digitrec.errors import ConfigError, find_user_error
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +84,6 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
         raise ConfigError(f"Invalid trainer configuration: {e}") from None
 
 
-def check_resume_path(ckpt_path: str | None) -> str | None:
-    """Fail early, with the path in the message, if a checkpoint to resume from is missing."""
-    if ckpt_path is None:
-        return None
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Give the path of a .ckpt "
-                          "written by an earlier run, e.g. outputs/<run>/checkpoints/last.ckpt.")
-    return str(ckpt_path)
-
-
 def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, fit_seconds: float,
                test: dict[str, float]) -> dict[str, Any]:
     """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab."""
@@ -96,6 +91,7 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
     best_score = ckpt.best_model_score if ckpt is not None else None
     epochs = max(trainer.current_epoch, 1)
     summary = {
+        "status": "ok",
         "model": module.model_name,
         "parameters": module.num_parameters,
         "best_val_acc": float(best_score) if best_score is not None else float(trainer.callback_metrics.get("val/acc", float("nan"))),
@@ -128,3 +124,60 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
 def _loggable(cfg: DictConfig) -> dict[str, Any]:
     """The run's configuration minus Hydra's own section, resolved to plain values."""
     return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+
+
+def resolve_resume_path(ckpt_path: str | None, model: str, outputs: Path = Path("outputs")) -> str | None:
+    """`last` means the newest `last.ckpt` of a `<model>` run under `outputs/`; a path must exist."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        candidates = [p for p in outputs.glob("**/checkpoints/last.ckpt") if p.parents[1].name.endswith(f"_{model}")]
+        if not candidates:
+            raise ConfigError(f"ckpt_path=last: no {model} run with a last.ckpt under {outputs.resolve()}; "
+                              "give the checkpoint's path instead.")
+        newest = max(candidates, key=lambda p: p.stat().st_mtime)
+        log.info("Resuming from the newest %s run: %s", model, newest)
+        return str(newest)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Give the path of a .ckpt "
+                          "written by an earlier run, e.g. outputs/<run>/checkpoints/last.ckpt, or ckpt_path=last.")
+    return str(ckpt_path)
+
+
+@contextlib.contextmanager
+def explain_interrupts(trainer: L.Trainer) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM (Lightning shuts down gracefully, then exits), say how to resume; exit 130."""
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if trainer.is_global_zero:
+            if last.is_file():
+                overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+                command = " ".join(["python train.py", *overrides, f"ckpt_path={last}"])
+                log.warning("Interrupted during epoch %d. The last finished epoch is saved; resume with:\n  %s",
+                            trainer.current_epoch, command)
+            else:
+                log.warning("Interrupted during the first epoch, before any checkpoint was written: nothing to resume.")
+        raise SystemExit(130) from None
+
+
+def keep_sweep_going(func: Callable[[DictConfig], float]) -> Callable[[DictConfig], float]:
+    """In a multirun, a failed job records its error in `summary.json` and the sweep goes on."""
+
+    @functools.wraps(func)
+    def wrapper(cfg: DictConfig) -> float:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return func(cfg)
+        try:
+            return func(cfg)
+        except Exception as e:
+            log.exception("This job failed; the sweep goes on.")
+            error = find_user_error(e) or e
+            out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
+            out.write_text(json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}, indent=2) + "\n")
+            return float("nan")
+
+    return wrapper

@@ -103,3 +103,37 @@ def test_cnn_one_short_epoch_on_real_mnist_beats_97_percent(tmp_path: Path, mnis
     run_train("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=150", f"hydra.run.dir={tmp_path}",
               timeout=1200)
     assert summary(tmp_path)["test_acc"] >= 0.97
+
+
+def test_nan_loss_stops_at_once_with_a_clear_message(tmp_path: Path, mnist_dir: Path) -> None:
+    proc = run_train("model=mlp", "optimizer=sgd", "optimizer.lr=1e12", "scheduler=cosine",
+                     "trainer.gradient_clip_val=null", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}",
+                     check=False, timeout=120)
+    assert proc.returncode == 1
+    output = proc.stdout + proc.stderr
+    assert "training diverged. Lower optimizer.lr" in output and "Traceback" not in output
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_failed_job_does_not_stop_the_sweep(tmp_path: Path, mnist_dir: Path) -> None:
+    run_train("-m", "model=mlp", "optimizer.lr=1e12,0.05", "optimizer=sgd", "scheduler=cosine",
+              "trainer.gradient_clip_val=null", "trainer.max_epochs=1", "trainer.limit_train_batches=20",
+              "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"hydra.sweep.dir={tmp_path}")
+    failed, ok = summary(tmp_path / "0_mlp"), summary(tmp_path / "1_mlp")
+    assert failed["status"] == "failed" and "TrainingDiverged" in failed["error"]
+    assert ok["status"] == "ok" and ok["test_acc"] > 0.5
+
+
+def test_sigterm_leaves_a_resume_command(tmp_path: Path, mnist_dir: Path) -> None:
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "model=mlp", "trainer.max_epochs=50",
+                             "trainer.limit_train_batches=100", "trainer.enable_progress_bar=false",
+                             f"hydra.run.dir={tmp_path}"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-2000:]
+    assert f"ckpt_path={last}" in output and "model=mlp trainer.max_epochs=50" in output
