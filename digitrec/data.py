@@ -13,6 +13,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from digitrec.augment import augment_batch
@@ -231,10 +233,16 @@ class MNISTDataModule(L.LightningDataModule):
         self.test_set = _InMemory(test.images, test.labels)
 
     def _loader(self, dataset: _InMemory, batch_size: int, shuffle: bool) -> DataLoader:
+        if shuffle:
+            sampler = RandomSampler(dataset)  # Lightning swaps in a DistributedSampler under DDP
+        elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)  # each image evaluated exactly once
+        else:
+            sampler = None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=RandomSampler(dataset) if shuffle else None,
+            sampler=sampler,
             collate_fn=_as_batch,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
