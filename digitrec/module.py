@@ -115,14 +115,14 @@ class DigitClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
         self.val_acc(logits, y)
-        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
         return logits  # for callbacks (digitrec.plots.DiagnosticsLogger)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
         self.test_acc(logits, y)
-        self.log("test/loss", loss)
+        self.log("test/loss", loss, sync_dist=True)
         self.log("test/acc", self.test_acc)
         return logits
 
