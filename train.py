@@ -36,8 +36,9 @@ def main(cfg: DictConfig) -> float:
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test = {}
-    if cfg.test:
-        test = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)[0]
+    if cfg.test:  # the weights a user gets from the best checkpoint (EMA weights when averaging is on)
+        tested = DigitClassifier.load_from_checkpoint(best, weights_only=True) if best else module
+        test = trainer.test(tested, datamodule=datamodule)[0]
     summary = report_run(cfg, trainer, module, fit_seconds, test)
     return summary["best_val_acc"]
 
