@@ -56,8 +56,24 @@ def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([h, torch.ones(n, 1, device=src.device)], dim=1).view(n, 3, 3)
 
 
-def warp(images: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
-    """Apply per-sample forward maps (n, 3, 3) to images (n, c, h, w); outside pixels become 0."""
+def elastic_field(n: int, h: int, w: int, alpha: float, sigma: float, device: torch.device) -> torch.Tensor:
+    """(n, h, w, 2) smooth random displacements (Simard et al. 2003) in normalised units.
+
+    Uniform noise in [-1, 1] per pixel, Gaussian-blurred with `sigma` pixels, scaled to `alpha` pixels.
+    """
+    radius = max(1, int(3 * sigma))
+    x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    field = torch.empty(n * 2, 1, h, w, device=device).uniform_(-1, 1)
+    field = F.conv2d(field, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    field = F.conv2d(field, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    scale = torch.tensor([2 * alpha / w, 2 * alpha / h], device=device)  # pixels -> normalised units
+    return field.view(n, 2, h, w).permute(0, 2, 3, 1) * scale
+
+
+def warp(images: torch.Tensor, forward: torch.Tensor, displacement: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply per-sample forward maps (n, 3, 3), then optional displacements (n, h, w, 2); outside pixels become 0."""
     n, _, h, w = images.shape
     inverse = torch.linalg.inv(forward)  # grid_sample asks: for each output pixel, where to read
     ys = (torch.arange(h, device=images.device, dtype=images.dtype) * 2 + 1) / h - 1
@@ -66,12 +82,18 @@ def warp(images: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     points = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, h * w, 3)
     src = points @ inverse.transpose(1, 2).to(images.dtype)
     grid = (src[..., :2] / src[..., 2:].clamp_min(1e-6)).view(n, h, w, 2)
+    if displacement is not None:
+        grid = grid + displacement
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def augment_batch(images: torch.Tensor) -> torch.Tensor:
-    """The seed's training augmentation for a float batch in [0, 1], shape (n, c, h, w)."""
-    n = images.shape[0]
+def augment_batch(images: torch.Tensor, elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> torch.Tensor:
+    """The seed's training augmentation for a float batch in [0, 1], shape (n, c, h, w).
+
+    `elastic_alpha` > 0 adds an elastic distortion of that many pixels (smoothness `elastic_sigma`).
+    """
+    n, _, h, w = images.shape
     forward = random_perspective(n, images.device) @ random_affine(n, images.device)
-    return warp(images, forward).clamp_(0.0, 1.0)
+    field = elastic_field(n, h, w, elastic_alpha, elastic_sigma, images.device) if elastic_alpha > 0 else None
+    return warp(images, forward, field).clamp_(0.0, 1.0)
 

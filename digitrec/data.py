@@ -185,6 +185,8 @@ class MNISTDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 42,
         augment: bool = True,
+        elastic_alpha: float = 0.0,
+        elastic_sigma: float = 4.0,
         download: bool = True,
         num_workers: int = 0,
     ) -> None:
@@ -194,6 +196,8 @@ class MNISTDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
         if not 0 < val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}.")
+        if elastic_alpha < 0 or elastic_sigma <= 0:
+            raise ConfigError(f"data.elastic_alpha must be >= 0 and data.elastic_sigma > 0, got {elastic_alpha}, {elastic_sigma}.")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers!r}.")
         self.save_hyperparameters()
@@ -261,7 +265,7 @@ class MNISTDataModule(L.LightningDataModule):
         images, labels = batch
         x = images.float().div_(255)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
-            x = augment_batch(x)
+            x = augment_batch(x, self.hparams.elastic_alpha, self.hparams.elastic_sigma)
         return normalize(x), labels
 
 

@@ -160,3 +160,23 @@ def test_training_batches_are_augmented_and_normalised_eval_batches_only_normali
     torch.manual_seed(0)
     x_train, _ = dm.on_after_batch_transfer((images, labels), 0)
     assert x_train.shape == expected.shape and not torch.allclose(x_train, expected)
+
+
+def test_elastic_distortion_is_smooth_bounded_and_optional() -> None:
+    from digitrec.augment import elastic_field
+
+    torch.manual_seed(0)
+    field = elastic_field(16, 28, 28, alpha=8.0, sigma=4.0, device=torch.device("cpu"))
+    assert field.shape == (16, 28, 28, 2)
+    pixels = field * 14  # normalised units -> pixels
+    assert 0.1 < pixels.abs().max() <= 8.0
+    neighbour_step = (pixels[:, 1:] - pixels[:, :-1]).abs().mean()
+    assert neighbour_step < 0.25 * pixels.abs().mean()  # smooth: neighbours move together
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0
+    torch.manual_seed(1)
+    plain = augment_batch(x)
+    torch.manual_seed(1)
+    elastic = augment_batch(x, elastic_alpha=8.0)
+    assert elastic.shape == x.shape and 0 <= elastic.min() and elastic.max() <= 1
+    assert not torch.allclose(plain, elastic)
