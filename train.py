@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float:
         tested = DigitClassifier.load_from_checkpoint(best, weights_only=True) if best else module
         test = trainer.test(tested, datamodule=datamodule)[0]
     summary = report_run(cfg, trainer, module, fit_seconds, test)
-    return summary["best_val_acc"]
+    return summary["best_val_acc"] if summary["best_val_acc"] is not None else float("nan")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
         "status": "ok",
         "model": module.model_name,
         "parameters": module.num_parameters,
-        "best_val_acc": float(best_score) if best_score is not None else float(trainer.callback_metrics.get("val/acc", float("nan"))),
+        "best_val_acc": _number(best_score if best_score is not None else trainer.callback_metrics.get("val/acc")),
         "test_acc": test.get("test/acc"),
         "test_loss": test.get("test/loss"),
         "epochs": trainer.current_epoch,
@@ -107,18 +108,30 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        hparams_metrics = {"hp/best_val_acc": summary["best_val_acc"], "hp/test_acc": summary["test_acc"] or float("nan")}
+        hparams_metrics = {k: summary[k.removeprefix("hp/")] for k in ("hp/best_val_acc", "hp/test_acc")}
+        hparams_metrics = {k: float("nan") if v is None else v for k, v in hparams_metrics.items()}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(_loggable(cfg), metrics=hparams_metrics)
                 logger.finalize("success")
-        test_acc = f"{summary['test_acc']:.4f}" if summary["test_acc"] is not None else "not run"
         log.info(
-            "Done: %s (%s params) | best val/acc %.4f | test/acc %s | %d epochs in %.1f s (%.1f s/epoch) | best checkpoint: %s",
-            summary["model"], f"{summary['parameters']:,}", summary["best_val_acc"], test_acc,
+            "Done: %s (%s params) | best val/acc %s | test/acc %s | %d epochs in %.1f s (%.1f s/epoch) | best checkpoint: %s",
+            summary["model"], f"{summary['parameters']:,}", _fmt(summary["best_val_acc"]), _fmt(summary["test_acc"]),
             summary["epochs"], fit_seconds, summary["seconds_per_epoch"], summary["best_checkpoint"] or "none",
         )
     return summary
+
+
+def _number(value: Any) -> float | None:
+    """A finite float for JSON, or None (no validation ran, e.g. fast_dev_run)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _loggable(cfg: DictConfig) -> dict[str, Any]:

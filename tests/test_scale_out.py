@@ -68,3 +68,10 @@ def test_torchrun_two_cpu_processes_share_one_run(tmp_path: Path, mnist_dir: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "mlp-best.ckpt"]
     assert json.loads((run_dir / "summary.json").read_text())["test_acc"] > 0.5
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path: Path, mnist_dir: Path) -> None:
+    run_train("-m", "hydra/launcher=submitit_local", "model=mlp", "trainer.fast_dev_run=true",
+              f"hydra.sweep.dir={tmp_path}", timeout=300)
+    summary = json.loads((tmp_path / "0_mlp" / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["best_val_acc"] is None and 0 <= summary["test_acc"] <= 1
