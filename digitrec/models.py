@@ -88,7 +88,20 @@ class DeepCNN(nn.Module):
         return self.head(self.features(x))
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN}
+class SpeedNet(nn.Module):
+    """A small, fast CNN for the speed run: three [conv3×3-BN-ReLU → max-pool] blocks, then one linear layer."""
+
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_classes: int = 10) -> None:
+        super().__init__()
+        widths = [1, *channels]
+        blocks = [m for a, b in zip(widths, widths[1:]) for m in (*_conv_bn_relu(a, b), nn.MaxPool2d(2))]
+        self.layers = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(channels[-1] * 3 * 3, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "speednet": SpeedNet}
 
 
 def model_name(spec: Mapping[str, Any]) -> str:
