@@ -1,0 +1,92 @@
+"""What the benchmark compares `Trainer.fit` against: the seed's per-sample torchvision pipeline
+and a plain PyTorch loop over the same in-memory tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from digitrec.augment import augment_batch
+from digitrec.data import MNIST_MEAN, MNIST_STD, MNISTDataModule, normalize
+from digitrec.measure import Timeline
+
+
+def seed_transforms(train: bool) -> v2.Compose:
+    """The seed's per-image torchvision v2 pipeline (random warps for training only)."""
+    warps = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
+             v2.RandomPerspective(distortion_scale=0.2, p=0.3)] if train else []
+    return v2.Compose([v2.ToImage(), *warps, v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+
+class PerSampleMNIST(Dataset):
+    """Like torchvision's MNIST: each item becomes a PIL image, then goes through `transform`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[i, 0].numpy())), int(self.labels[i])
+
+
+def seed_loaders(datamodule: MNISTDataModule) -> dict[str, DataLoader]:
+    """`Trainer.fit` arguments: the data module's splits through per-sample transforms (num_workers=0)."""
+    train, val = datamodule.train_set, datamodule.val_set
+    return {
+        "train_dataloaders": DataLoader(PerSampleMNIST(train.images, train.labels, seed_transforms(True)),
+                                        batch_size=datamodule.hparams.batch_size, shuffle=True),
+        "val_dataloaders": DataLoader(PerSampleMNIST(val.images, val.labels, seed_transforms(False)),
+                                      batch_size=datamodule.hparams.eval_batch_size),
+    }
+
+
+def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDataModule,
+                        steps: int, val_batches: int) -> Timeline:
+    """Train `module` for `steps` batches, then validate on `val_batches`, in a plain PyTorch loop.
+
+    Same data (the data module's uint8 tensors, batched augmentation), optimizer, scheduler, label
+    smoothing and gradient clipping as `Trainer.fit` with `cfg`; no metrics objects, no logging.
+    """
+    timeline = Timeline()
+    batch, eval_batch = datamodule.hparams.batch_size, datamodule.hparams.eval_batch_size
+    optimizer = instantiate(cfg.optimizer)(params=module.parameters())
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps)
+    images, labels = datamodule.train_set.images, datamodule.train_set.labels
+    order = torch.randperm(len(labels))
+    module.train()
+    for i in range(steps):
+        idx = order[i * batch : (i + 1) * batch]
+        x, y = normalize(augment_batch(images[idx].float().div_(255))), labels[idx]
+        timeline.step_started()
+        loss = F.cross_entropy(module(x), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.trainer.gradient_clip_val:
+            nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
+        optimizer.step()
+        scheduler.step()
+        timeline.step_ended()
+    module.eval()
+    val = datamodule.val_set
+    total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)  # summed on device: no host sync
+    timeline.val_started()
+    with torch.inference_mode():
+        for i in range(val_batches):
+            x, y = val.images[i * eval_batch : (i + 1) * eval_batch], val.labels[i * eval_batch : (i + 1) * eval_batch]
+            logits = module(normalize(x.float().div_(255)))
+            total_loss += F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            timeline.val_batch_ended(len(y))
+    return timeline

@@ -1,0 +1,362 @@
+"""One-command CPU benchmark: `python -m digitrec.bench [--quick] [--models mlp,cnn] [--json out.json]`.
+
+Measures, in one run, per model: forward FLOPs, training and evaluation throughput, achieved
+GFLOP/s against a measured fp32 matmul peak, and the seconds an epoch costs through
+`Trainer.fit`, through a seed-style per-sample torchvision pipeline and through a plain PyTorch
+loop; plus batched versus per-sample augmentation. Every time is a median after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig
+
+from digitrec.augment import augment_batch
+from digitrec.baselines import PerSampleMNIST, plain_loop_timeline, seed_loaders, seed_transforms
+from digitrec.data import REPO_ROOT, MNISTDataModule, normalize
+from digitrec.errors import ConfigError, DataError, exit_on_user_error
+from digitrec.measure import Timeline, forward_flops, matmul_peak, median_time, segment_median
+from digitrec.models import MODELS
+from digitrec.module import DigitClassifier
+from digitrec.trainer import build_trainer
+
+MATMUL_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: warm-up and measured steps, repeats for each median."""
+
+    warmup_steps: int
+    measured_steps: int
+    segment: int  # steps per timed segment; rates are medians over segments
+    val_batches: int  # validation batches per fit, the first one a warm-up
+    eval_repeats: int
+    matmul_repeats: int
+    augment_batches: int
+    per_sample_batches: int
+
+
+FULL = Plan(warmup_steps=5, measured_steps=50, segment=5, val_batches=4, eval_repeats=7,
+            matmul_repeats=10, augment_batches=30, per_sample_batches=8)
+QUICK = Plan(warmup_steps=2, measured_steps=6, segment=2, val_batches=2, eval_repeats=3,
+             matmul_repeats=3, augment_batches=8, per_sample_batches=2)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def _write_idx(path: Path, tensor: torch.Tensor) -> None:
+    header = bytes([0, 0, 0x08, tensor.dim()]) + b"".join(int(d).to_bytes(4, "big") for d in tensor.shape)
+    path.write_bytes(header + tensor.numpy().tobytes())
+
+
+def write_random_mnist(folder: Path) -> Path:
+    """Random uint8 images and labels with MNIST's shapes, as IDX files in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", 60_000), ("t10k", 10_000)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", torch.randint(0, 10, (n,), dtype=torch.uint8))
+    return folder
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_data(tmp: Path) -> tuple[MNISTDataModule, str]:
+    """The real MNIST when it is on disk (never downloaded here), else random data of the same shapes."""
+    datamodule = MNISTDataModule(download=False)
+    try:
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        return datamodule, f"real MNIST from {datamodule.raw_dir}"
+    except DataError:
+        missing_in = datamodule.raw_dir
+    datamodule = MNISTDataModule(data_dir=str(write_random_mnist(tmp / "random")), download=False)
+    with quiet_logger("digitrec.data"):  # it warns that the files are not the canonical ones
+        datamodule.setup("fit")
+    return datamodule, f"RANDOM uint8 data with MNIST's shapes (no MNIST in {missing_in}; set DIGITREC_DATA_DIR)"
+
+
+# ---- one model ---------------------------------------------------------------------------------
+
+def compose_config(model: str, plan: Plan, root: Path) -> DictConfig:
+    """The training config train.py would use, with logging, checkpoints and progress bar off."""
+    conf_dir = REPO_ROOT / "conf"
+    if not conf_dir.is_dir():
+        raise ConfigError(f"No Hydra configs in {conf_dir}: run the benchmark from a clone of the repository.")
+    overrides = [f"model={model}", "~callbacks", "~logger", "trainer.accelerator=cpu", "trainer.devices=1",
+                 "trainer.max_epochs=1", f"trainer.limit_train_batches={plan.warmup_steps + plan.measured_steps}",
+                 f"trainer.limit_val_batches={plan.val_batches}", "trainer.num_sanity_val_steps=0",
+                 "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false",
+                 "trainer.enable_model_summary=false", f"trainer.default_root_dir={root}"]
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir), job_name="bench"):
+            return compose("train", overrides=overrides)
+    except ConfigCompositionException as e:
+        raise ConfigError(f"Cannot compose the training config for model {model!r} from {conf_dir}: {e}") from None
+
+
+def build_module(cfg: DictConfig) -> DigitClassifier:
+    return DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
+                           label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last)
+
+
+def fit_timeline(cfg: DictConfig, **fit_args: Any) -> Timeline:
+    """One `Trainer.fit` of a fresh module (the trainer train.py builds), timed by a `Timeline`."""
+    timeline = Timeline()
+    trainer = build_trainer(cfg)
+    trainer.callbacks.append(timeline)
+    trainer.fit(build_module(cfg), **fit_args)
+    return timeline
+
+
+@dataclass
+class EpochCost:
+    """Seconds per epoch extrapolated from a timeline: per-image training and validation times."""
+
+    train_seconds_per_image: float
+    val_seconds_per_image: float
+    train_images: int
+    val_images: int
+    step_images_per_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.train_seconds_per_image * self.train_images + self.val_seconds_per_image * self.val_images
+
+
+def epoch_cost(timeline: Timeline, plan: Plan, datamodule: MNISTDataModule) -> EpochCost:
+    batch = datamodule.hparams.batch_size
+    return EpochCost(
+        train_seconds_per_image=segment_median(timeline.iteration_seconds(plan.warmup_steps), plan.segment) / batch,
+        val_seconds_per_image=timeline.val_seconds_per_image(),
+        train_images=len(datamodule.train_set),
+        val_images=len(datamodule.val_set),
+        step_images_per_s=batch / segment_median(timeline.step_seconds(plan.warmup_steps), plan.segment),
+    )
+
+
+def eval_rate(cfg: DictConfig, images: torch.Tensor, plan: Plan) -> float:
+    """Images/s of the module's forward pass on one evaluation batch, without gradients."""
+    module = build_module(cfg).eval()
+    x = normalize(images.float().div(255))
+    with torch.inference_mode():
+        return len(x) / median_time(lambda: module(x), warmup=1, repeats=plan.eval_repeats)
+
+
+def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float, root: Path) -> dict[str, Any]:
+    cfg = compose_config(name, plan, root)
+    module = build_module(cfg)
+    flops = forward_flops(module, torch.zeros(1, 1, 28, 28))
+    progress(f"{name}: Trainer.fit")
+    fit = epoch_cost(fit_timeline(cfg, datamodule=datamodule), plan, datamodule)
+    progress(f"{name}: seed-style per-sample pipeline")
+    seed = epoch_cost(fit_timeline(cfg, **seed_loaders(datamodule)), plan, datamodule)
+    progress(f"{name}: plain PyTorch loop")
+    plain = epoch_cost(plain_loop_timeline(build_module(cfg), cfg, datamodule, plan.warmup_steps + plan.measured_steps,
+                                           plan.val_batches), plan, datamodule)
+    progress(f"{name}: evaluation")
+    eval_ips = eval_rate(cfg, datamodule.val_set.images[: datamodule.hparams.eval_batch_size], plan)
+    train_gflops = 3 * flops * fit.step_images_per_s / 1e9
+    epoch_flops = flops * (3 * fit.train_images + fit.val_images)
+    return {
+        "parameters": module.num_parameters,
+        "forward_mflops": flops / 1e6,
+        "train_images_per_s": fit.step_images_per_s,
+        "eval_images_per_s": eval_ips,
+        "train_gflops": train_gflops,
+        "train_peak_fraction": train_gflops / peak,
+        "epoch_seconds": {"trainer_fit": fit.seconds, "seed_style": seed.seconds, "plain_loop": plain.seconds},
+        "epoch_peak_fraction": epoch_flops / fit.seconds / 1e9 / peak,
+        "speedup_vs_seed": seed.seconds / fit.seconds,
+        "fit_vs_plain": plain.seconds / fit.seconds,
+        "plain_loop_train_images_per_s": plain.step_images_per_s,
+        "seed_style_train_images_per_s": seed.step_images_per_s,
+    }
+
+
+def bench_augmentation(images: torch.Tensor, labels: torch.Tensor, batch: int, plan: Plan) -> dict[str, float]:
+    """Images/s of the batched augmentation (as the data module applies it) and of the seed's per-image path."""
+    batched = median_time(lambda: normalize(augment_batch(images[:batch].float().div(255))),
+                          warmup=2, repeats=plan.augment_batches)
+    dataset = PerSampleMNIST(images, labels, seed_transforms(True))
+    per_sample = median_time(lambda: [dataset[i] for i in range(batch)], warmup=1, repeats=plan.per_sample_batches)
+    return {"batched_images_per_s": batch / batched, "per_sample_images_per_s": batch / per_sample,
+            "ratio": per_sample / batched}
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+COLUMNS = ("model", "params", "fwd MFLOP/img", "train img/s", "eval img/s", "train GFLOP/s", "% peak",
+           "epoch s fit", "epoch % peak", "epoch s seed-style", "fit vs seed", "epoch s plain", "fit vs plain")
+
+
+def table_row(name: str, r: dict[str, Any]) -> list[str]:
+    epoch = r["epoch_seconds"]
+    return [name, f"{r['parameters']:,}", f"{r['forward_mflops']:.1f}", f"{r['train_images_per_s']:,.0f}",
+            f"{r['eval_images_per_s']:,.0f}", f"{r['train_gflops']:.1f}", f"{100 * r['train_peak_fraction']:.0f}",
+            f"{epoch['trainer_fit']:.1f}", f"{100 * r['epoch_peak_fraction']:.0f}", f"{epoch['seed_style']:.1f}",
+            f"{r['speedup_vs_seed']:.2f}×", f"{epoch['plain_loop']:.1f}", f"{r['fit_vs_plain']:.2f}×"]
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table, columns padded to their widest cell."""
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {list(row)} has {len(row)} cells for {len(columns)} columns")
+    widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows)]
+    lines = [columns, ["-" * w for w in widths], *rows]
+    return "\n".join("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def report(result: dict[str, Any]) -> str:
+    env, aug, plan = result["environment"], result["augmentation"], result["plan"]
+    steps, batch = plan["measured_steps"], result["batch_size"]
+    lines = [
+        f"digitrec benchmark ({env['mode']}): torch {env['torch']}, threads: {env['threads']}, CPU: {env['cpu']}, fp32",
+        f"data: {env['data']}",
+        *load_warning(env["load_average_at_start"]),
+        f"fp32 matmul peak: {result['matmul_gflops']:.1f} GFLOP/s ({MATMUL_SIZE}×{MATMUL_SIZE} sgemm, median of {plan['matmul_repeats']})",
+        "",
+        format_table(COLUMNS, [table_row(name, r) for name, r in result["models"].items()]),
+        "",
+        f"augmentation: batched augment_batch {aug['batched_images_per_s']:,.0f} img/s vs the seed's per-sample "
+        f"torchvision v2 {aug['per_sample_images_per_s']:,.0f} img/s: {aug['ratio']:.1f}× faster "
+        "(both from uint8 to normalised float; per-sample includes the PIL image torchvision's MNIST makes)",
+        "",
+        "- FLOPs: multiply-adds of Conv2d/Linear layers counted with forward hooks, 2 FLOPs each (bias, BN, ReLU,",
+        "  pooling not counted); a training step ≈ 3× forward; % peak is of the matmul peak above.",
+        f"- train img/s: batch {batch}, forward + backward + AdamW + OneCycle (+ gradient clipping) timed inside",
+        f"  Trainer.fit: median of {steps // plan['segment']} segments of {plan['segment']} steps after {plan['warmup_steps']} warm-up steps.",
+        f"- eval img/s: batch {result['eval_batch_size']}, no grad: median of {plan['eval_repeats']} after 1 warm-up.",
+        f"- epoch s: training with augmentation + validation, extrapolated from {steps} training batches (after",
+        f"  {plan['warmup_steps']} warm-up) and {plan['val_batches'] - 1} validation batch(es) (after 1 warm-up) "
+        f"to {result['train_images']:,} + {result['val_images']:,} images.",
+        "  fit: Trainer.fit with MNISTDataModule (batched augmentation on the batch's device);",
+        "  seed-style: per-sample PIL + torchvision v2 transforms in a DataLoader (num_workers=0), same Trainer.fit;",
+        "  plain: a plain PyTorch loop over the same in-memory tensors with batched augmentation.",
+        "- fit vs seed / fit vs plain: the other pipeline's epoch time over Trainer.fit's (> 1: Trainer.fit is faster).",
+    ]
+    return "\n".join(lines)
+
+
+def load_warning(load: float | None) -> list[str]:
+    """A note when other processes were already busy: shared cores make every number here low."""
+    if load is None or load < 0.5:
+        return []
+    return [f"note: load average was {load:.1f} at start (other processes share the {os.cpu_count()} cores): "
+            "rates are lower and noisier than on a quiet machine (--threads 1 suffers less from sharing)."]
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def parse_models(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise ConfigError(f"--models {text!r}: unknown model(s) {', '.join(unknown) or '(none given)'}; "
+                          f"valid models: {', '.join(MODELS)}.")
+    return names
+
+
+def run(models: list[str], quick: bool) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="digitrec-bench-") as tmp:
+        progress("loading data")
+        datamodule, data = load_data(Path(tmp))
+        progress("matmul peak")
+        peak = matmul_peak(MATMUL_SIZE, plan.matmul_repeats)
+        progress("augmentation")
+        train = datamodule.train_set
+        augmentation = bench_augmentation(train.images, train.labels, datamodule.hparams.batch_size, plan)
+        results = {name: bench_model(name, plan, datamodule, peak, Path(tmp)) for name in models}
+    return {
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+                        "mode": "quick" if quick else "full", "data": data, "device": "cpu", "precision": "fp32",
+                        "load_average_at_start": load},
+        "plan": asdict(plan),
+        "batch_size": datamodule.hparams.batch_size,
+        "eval_batch_size": datamodule.hparams.eval_batch_size,
+        "train_images": len(train),
+        "val_images": len(datamodule.val_set),
+        "matmul_gflops": peak,
+        "augmentation": augmentation,
+        "models": results,
+    }
+
+
+def silence_lightning() -> None:
+    """Lightning's start-up notes and data-loader hints are not results; keep the output to the table."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning\.")
+    warnings.filterwarnings("ignore", message=r".*(does not have many workers|smaller than the logging interval).*")
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m digitrec.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats; mlp and cnn only (under a minute)")
+    parser.add_argument("--models", help=f"comma-separated, from: {', '.join(MODELS)} (default: all; mlp,cnn with --quick)")
+    parser.add_argument("--json", type=Path, default=Path("outputs/bench.json"), help="where to write the results (default: %(default)s)")
+    parser.add_argument("--threads", type=int,
+                        help=f"torch intra-op threads (default: torch's choice, here {torch.get_num_threads()})")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads}: give a positive number of threads.")
+        torch.set_num_threads(args.threads)
+    models = parse_models(args.models or ("mlp,cnn" if args.quick else ",".join(MODELS)))
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--json {args.json}: cannot create its folder ({e}); give a writable path.") from None
+    if args.json.is_dir() or not os.access(args.json.parent, os.W_OK):
+        raise ConfigError(f"--json {args.json}: not a writable file path; give a writable path.")
+    silence_lightning()
+    result = run(models, args.quick)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(report(result))
+    print(f"\nJSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
