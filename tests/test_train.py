@@ -35,7 +35,7 @@ def test_short_run_writes_checkpoints_logs_and_summary(tmp_path: Path, mnist_dir
     result = summary(tmp_path)
     assert result["epochs"] == 2 and result["best_checkpoint"].endswith("mlp-best.ckpt")
     ckpt = torch.load(tmp_path / "checkpoints" / "mlp-best.ckpt", weights_only=True)  # plain data only
-    assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP"}
+    assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP", "dropout": 0.2}
     assert "Done: mlp (569,226 params)" in (tmp_path / "train.log").read_text()
 
 

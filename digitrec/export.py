@@ -1,0 +1,152 @@
+"""Export a trained network for deployment: TorchScript and ONNX, preprocessing constants baked in.
+
+    digitrec-export --checkpoint outputs/<run>/checkpoints/cnn-best.ckpt [--output-dir DIR]
+
+writes `<model>.torchscript.pt` and `<model>.onnx`. Both take `pixels`, float32 (N, 1, 28, 28)
+in [0, 1], light digit on dark (the output of `digitrec.preprocess.mnist_style`), and return
+`probabilities` (N, 10): normalisation with the training mean and standard deviation, and the
+calibrated temperature when the run has one, are inside the graph. The geometric preprocessing
+(polarity, crop, resize, centring) is not: run `digitrec.preprocess` (or the same steps) first.
+Each file carries its description as JSON (`digitrec.json` extra file / ONNX metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitrec.checkpoints import load_network, load_temperature
+from digitrec.data import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
+
+FORMATS = ("torchscript", "onnx")
+PARITY_TOLERANCE = 1e-4  # largest difference in probability allowed between an export and the checkpoint
+METADATA_KEY = "digitrec.json"
+
+
+class ProbabilityNet(nn.Module):
+    """Pixels in [0, 1], (N, 1, 28, 28) → calibrated class probabilities (N, 10)."""
+
+    def __init__(self, net: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.register_buffer("mean", torch.tensor(MNIST_MEAN))
+        self.register_buffer("std", torch.tensor(MNIST_STD))
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net((pixels - self.mean) / self.std) / self.temperature, dim=1)
+
+
+def metadata(model_name: str, checkpoint: Path, temperature: float, temperature_source: str) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "checkpoint": str(checkpoint),
+        "input": {"name": "pixels", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32",
+                  "range": [0.0, 1.0], "layout": "light digit on dark, MNIST-style (digitrec.preprocess)"},
+        "output": {"name": "probabilities", "shape": ["N", NUM_CLASSES], "classes": list(range(NUM_CLASSES))},
+        "mnist_mean": MNIST_MEAN,
+        "mnist_std": MNIST_STD,
+        "temperature": temperature,
+        "temperature_source": temperature_source,
+    }
+
+
+def export_torchscript(model: ProbabilityNet, path: Path, info: dict[str, Any]) -> Path:
+    example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what many runtimes load
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(path), _extra_files={METADATA_KEY: json.dumps(info)})
+    return path
+
+
+def export_onnx(model: ProbabilityNet, path: Path, info: dict[str, Any]) -> Path:
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx and onnxscript packages: pip install 'digitrec[export]'.") from None
+    example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["probabilities"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info)
+    onnx.save(proto, str(path))
+    return path
+
+
+def export(checkpoint: str | Path, output_dir: str | Path | None = None,
+           formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Write the checkpoint's network in each format; return {format: path}."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
+    checkpoint = Path(checkpoint)
+    net, name = load_network(checkpoint, "cpu")
+    temperature, source = load_temperature(checkpoint)
+    model = ProbabilityNet(net, temperature).eval()
+    out = Path(output_dir) if output_dir is not None else default_output_dir(checkpoint)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir={out} is a file; give a folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    info = metadata(name, checkpoint, temperature, source)
+    writers = {"torchscript": (export_torchscript, f"{name}.torchscript.pt"), "onnx": (export_onnx, f"{name}.onnx")}
+    return {fmt: writers[fmt][0](model, out / writers[fmt][1], info) for fmt in formats}
+
+
+def default_output_dir(checkpoint: Path) -> Path:
+    """`<run>/export` for a checkpoint in a run's `checkpoints/` folder, else `export/` next to it."""
+    parent = checkpoint.resolve().parent
+    return (parent.parent if parent.name == "checkpoints" else parent) / "export"
+
+
+def run_exported(path: Path, pixels: np.ndarray) -> np.ndarray:
+    """Probabilities from an exported file (TorchScript by torch, ONNX by onnxruntime) for (N, 1, 28, 28) pixels."""
+    if path.suffix == ".onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError("Checking an ONNX export needs onnxruntime: pip install 'digitrec[export]'.") from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["probabilities"], {"pixels": pixels.astype(np.float32)})[0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return scripted(torch.from_numpy(pixels.astype(np.float32))).numpy()
+
+
+def check_parity(checkpoint: Path, files: dict[str, Path], pixels: np.ndarray) -> dict[str, float]:
+    """Largest absolute difference in probability between each export and the checkpoint."""
+    net, _ = load_network(checkpoint, "cpu")
+    with torch.inference_mode():
+        expected = ProbabilityNet(net, load_temperature(checkpoint)[0])(torch.from_numpy(pixels)).double().numpy()
+    return {fmt: float(np.abs(run_exported(path, pixels) - expected).max()) for fmt, path in files.items()}
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="digitrec-export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="outputs/<run>/checkpoints/<model>-best.ckpt")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: <run>/export")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats")
+    args = parser.parse_args(argv)
+    files = export(args.checkpoint, args.output_dir, args.formats)
+    pixels = np.random.default_rng(0).random((8, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    differences = check_parity(args.checkpoint, files, pixels)
+    for fmt, path in files.items():
+        print(f"{fmt}: {path} (largest probability difference from the checkpoint: {differences[fmt]:.1e})")
+    failed = [fmt for fmt, diff in differences.items() if not diff <= PARITY_TOLERANCE]
+    if failed:
+        raise DigitrecError(f"the {', '.join(failed)} export differs from the checkpoint by more than "
+                            f"{PARITY_TOLERANCE:g}; please report this with the model name.")
+    return 0

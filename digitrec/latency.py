@@ -1,0 +1,103 @@
+"""CPU latency of the predictor: `python -m digitrec.latency [--checkpoint CKPT ...] [--repeats 200]`.
+
+For each checkpoint (or, without one, each registered model with untrained weights: the speed
+is the same) it prints a markdown table row: single-image latency p50 / p95 of
+`DigitPredictor.predict` on a 300×300 PNG file of a dark digit on light paper (reading,
+preprocessing and the network included), the preprocessing's share of it, and the network's
+throughput on batches of normalised 28×28 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from digitrec.data import IMAGE_SIZE
+from digitrec.errors import ConfigError, exit_on_user_error
+from digitrec.models import MODELS, build_model, count_parameters
+from digitrec.predict import DigitPredictor
+
+
+def user_like_digit(path: Path, side: int = 300, seed: int = 0) -> Path:
+    """A '7' drawn in dark ink on light, slightly noisy paper, saved as PNG."""
+    image = Image.new("L", (side, side), 235)
+    ImageDraw.Draw(image).line([(0.25 * side, 0.2 * side), (0.75 * side, 0.2 * side), (0.4 * side, 0.85 * side)],
+                               fill=30, width=max(2, side // 15), joint="curve")
+    noise = np.random.default_rng(seed).normal(0, 8, (side, side))
+    Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def untrained_checkpoint(name: str, path: Path) -> Path:
+    """A checkpoint in train.py's layout holding freshly initialised weights of a registered model."""
+    net = build_model(name)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"net": {"name": name}}}, path)
+    return path
+
+
+def _timings(call: Callable[[], object], repeats: int, warmup: int) -> np.ndarray:
+    for _ in range(warmup):
+        call()
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        call()
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def measure(predictor: DigitPredictor, image: Path, repeats: int, batch_size: int) -> dict[str, float]:
+    """Latency percentiles (ms) and batch throughput (images/s) of one predictor on the CPU."""
+    warmup = max(1, repeats // 10)
+    single = _timings(lambda: predictor.predict(image), repeats, warmup)
+    prepare = _timings(lambda: predictor.prepare(image), repeats, warmup)
+    batch = torch.randn(batch_size, 1, IMAGE_SIZE, IMAGE_SIZE)
+    batches = _timings(lambda: predictor.probabilities(batch), max(3, repeats // 20), 1)
+    return {
+        "p50_ms": 1000 * float(np.percentile(single, 50)),
+        "p95_ms": 1000 * float(np.percentile(single, 95)),
+        "preprocess_p50_ms": 1000 * float(np.percentile(prepare, 50)),
+        "batch_images_per_s": batch_size / float(np.median(batches)),
+    }
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m digitrec.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", nargs="+", type=Path, default=None,
+                        help="checkpoints to time (default: every model, untrained)")
+    parser.add_argument("--repeats", type=int, default=200, help="single-image calls per model (default 200)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--repeats, --batch-size and --threads must be positive.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = user_like_digit(Path(tmp) / "digit.png")
+        checkpoints = args.checkpoint or [untrained_checkpoint(name, Path(tmp) / f"{name}.ckpt") for name in MODELS]
+        print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads; {args.repeats} single-image calls, batches of {args.batch_size}"
+              + ("" if args.checkpoint else "; untrained weights") + "\n")
+        print(f"| model | parameters | single image p50 (ms) | p95 (ms) | of which preprocessing p50 (ms) "
+              f"| batch of {args.batch_size}, network only (images/s) |\n|---|---:|---:|---:|---:|---:|")
+        for checkpoint in checkpoints:
+            predictor = DigitPredictor(checkpoint, device="cpu")
+            m = measure(predictor, image, args.repeats, args.batch_size)
+            print(f"| {predictor.model_name} | {count_parameters(predictor.net):,} | {m['p50_ms']:.2f} | "
+                  f"{m['p95_ms']:.2f} | {m['preprocess_p50_ms']:.2f} | {m['batch_images_per_s']:,.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

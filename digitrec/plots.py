@@ -1,0 +1,225 @@
+"""Report figures (matplotlib, no pyplot state) and the callback that logs them to TensorBoard."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from digitrec.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+
+RIGHT, WRONG = "tab:green", "tab:red"
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=120, format="png")
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """The rendered figure as an (H, W, 3) uint8 array, for `SummaryWriter.add_image`."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_figure(counts: torch.Tensor, title: str = "Confusion matrix") -> Figure:
+    """Row-normalised heat-map (share of each true digit), every cell annotated with its count."""
+    counts = counts.cpu().long()
+    shares = counts.double() / counts.sum(1, keepdim=True).clamp(min=1)
+    fig = Figure(figsize=(6.6, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true digit")
+    for (row, col), count in np.ndenumerate(counts.numpy()):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if shares[row, col] > 0.5 else "black")
+    ticks = range(counts.shape[0])
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted digit", ylabel="true digit", title=title)
+    return fig
+
+
+def digit_grid_figure(images: torch.Tensor, titles: Sequence[str], colors: Sequence[str], title: str) -> Figure:
+    """A grid of 28×28 digits (uint8 or [0, 1] floats), each with its own title and colour."""
+    n = len(images)
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(1.6 * cols + 0.4, 1.75 * rows + 0.6), layout="constrained")
+    fig.suptitle(title)
+    if n == 0:
+        fig.add_subplot().axis("off")
+        fig.text(0.5, 0.5, "nothing to show", ha="center", va="center")
+        return fig
+    for i, (image, text, color) in enumerate(zip(images, titles, colors)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(image.reshape(28, 28).cpu().float().numpy(), cmap="gray")
+        ax.set_title(text, color=color, fontsize=8)
+        ax.axis("off")
+    return fig
+
+
+def misclassified_figure(images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor,
+                         confidences: torch.Tensor, title: str = "Most confident errors") -> Figure:
+    titles = [f"true {y} → {p}\n{c:.1%}" for y, p, c in zip(labels.tolist(), preds.tolist(), confidences.tolist())]
+    return digit_grid_figure(images, titles, [WRONG] * len(titles), title)
+
+
+def demo_figure(images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, confidences: torch.Tensor) -> Figure:
+    """Predictions on test digits: green when right, red (with the true label) when wrong."""
+    titles, colors = [], []
+    for y, p, c in zip(labels.tolist(), preds.tolist(), confidences.tolist()):
+        titles.append(f"pred {p} ({c:.0%})" + ("" if y == p else f"\ntrue {y}"))
+        colors.append(RIGHT if y == p else WRONG)
+    return digit_grid_figure(images, titles, colors, "Predictions on test digits")
+
+
+def training_curves_figure(curves: Mapping[str, Sequence[tuple[float, float]]], x_label: str, source: str) -> Figure:
+    """Loss, accuracy and learning rate against `x_label`; `curves` maps a tag to (x, value) points."""
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    fig.suptitle(f"Training curves ({source})")
+    panels = (("loss", ("train/loss_epoch", "val/loss")), ("accuracy", ("train/acc", "val/acc")),
+              ("learning rate", tuple(t for t in curves if t.startswith("lr-"))))
+    for i, (name, tags) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for tag in tags:
+            if curves.get(tag):
+                x, y = zip(*curves[tag])
+                ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=tag)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title=name, xlabel=x_label)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def reliability_figure(panels: Mapping[str, Mapping[str, Sequence[float] | float]]) -> Figure:
+    """Per panel, a reliability diagram (accuracy per confidence bin against the diagonal, the red
+    stroke being each bin's gap to its mean confidence) above the bins' digit counts.
+
+    Each panel holds `bin_confidence`, `bin_accuracy`, `bin_count` (per bin) and its `ece`.
+    """
+    fig = Figure(figsize=(5 * len(panels), 6.2), layout="constrained")
+    grid = fig.add_gridspec(2, len(panels), height_ratios=(3, 1))
+    for i, (name, panel) in enumerate(panels.items()):
+        ax, counts_ax = fig.add_subplot(grid[0, i]), fig.add_subplot(grid[1, i])
+        n_bins = len(panel["bin_count"])
+        edges = np.linspace(0, 1, n_bins + 1)
+        centers = (edges[:-1] + edges[1:]) / 2
+        count = np.asarray(panel["bin_count"])
+        filled = count > 0
+        acc, conf = np.asarray(panel["bin_accuracy"])[filled], np.asarray(panel["bin_confidence"])[filled]
+        ax.bar(edges[:-1][filled], acc, width=1 / n_bins, align="edge", edgecolor="black", color="tab:blue",
+               label="accuracy")
+        ax.vlines(centers[filled], acc, conf, color="tab:red", linewidth=2)
+        ax.plot(centers[filled], conf, "o", color="tab:red", markersize=4, label="mean confidence")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{name}\nECE {panel['ece']:.4f}")
+        ax.legend(loc="upper left", fontsize=8)
+        counts_ax.bar(edges[:-1], np.maximum(count, 0), width=1 / n_bins, align="edge", color="tab:gray")
+        counts_ax.set(xlim=(0, 1), yscale="log", xlabel="confidence (max softmax)", ylabel="digits")
+    return fig
+
+
+def comparison_figure(title: str, names: Sequence[str], test_errors: Sequence[float | None],
+                      fit_seconds: Sequence[float | None]) -> Figure:
+    """Bars per run: test error (%) and training time (s); a failed run's bars read n/a."""
+    fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 3), 4.4), layout="constrained")
+    fig.suptitle(f"Sweep {title}")
+    for i, (values, label) in enumerate(((test_errors, "test error (%)"), (fit_seconds, "training time (s)"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(range(len(names)), heights, color="tab:blue" if i == 0 else "tab:gray")
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v is not None else "n/a" for v in values], fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set(ylabel=label, title=label)
+    return fig
+
+
+def _to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Network-scale images back to [0, 1] pixels."""
+    return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
+
+
+class DiagnosticsLogger(L.Callback):
+    """Confusion matrix and most confident errors as TensorBoard images after validation and test,
+    and after testing the per-digit accuracy as scalars `test/acc_digit_<d>`.
+
+    Reads the logits that `validation_step`/`test_step` return; all bookkeeping stays on the
+    device (no host sync) until the end of the epoch.
+    """
+
+    def __init__(self, num_errors: int = 16) -> None:
+        self.num_errors = num_errors
+        self._confusion: MulticlassConfusionMatrix | None = None
+        self._errors: tuple[torch.Tensor, ...] = ()
+
+    def _reset(self, pl_module: L.LightningModule) -> None:
+        self._confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False).to(pl_module.device)
+        self._errors = ()
+
+    def _update(self, outputs: object, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if not isinstance(outputs, torch.Tensor) or self._confusion is None:
+            return
+        x, y = batch
+        confidence, pred = outputs.detach().float().softmax(1).max(1)
+        self._confusion.update(pred, y)
+        score = confidence.masked_fill(pred == y, -1.0)  # right answers rank below every error
+        candidates = (score, x.detach()[:, 0], y, pred)
+        if self._errors:
+            candidates = tuple(torch.cat(pair) for pair in zip(self._errors, candidates))
+        top = candidates[0].topk(min(self.num_errors, len(candidates[0]))).indices
+        self._errors = tuple(t[top] for t in candidates)
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> torch.Tensor | None:
+        if self._confusion is None or trainer.sanity_checking or not self._confusion.update_called:
+            return None
+        counts = self._confusion.compute()
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if trainer.is_global_zero and writers:
+            score, images, labels, preds = (t.cpu() for t in self._errors)
+            wrong = score >= 0
+            grids = {
+                f"{stage}/confusion_matrix": confusion_figure(counts, f"{stage} confusion matrix"),
+                f"{stage}/misclassified": misclassified_figure(_to_pixels(images[wrong]), labels[wrong], preds[wrong],
+                                                               score[wrong], f"{stage}: most confident errors"),
+            }
+            for tag, fig in grids.items():
+                image = figure_to_array(fig)
+                for writer in writers:
+                    writer.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
+        return counts
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(pl_module)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        counts = self._finish(trainer, pl_module, "test")
+        if counts is None:
+            return
+        support = counts.sum(1)
+        accuracy = counts.diagonal().float() / support.clamp(min=1)
+        present = support.cpu() > 0
+        pl_module.log_dict({f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]},
+                           sync_dist=True)  # already global (torchmetrics syncs), this only silences DDP advice

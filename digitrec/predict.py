@@ -1,0 +1,263 @@
+"""`DigitPredictor`: a trained checkpoint answering for users' images; and the `digitrec-predict` command.
+
+    from digitrec import DigitPredictor
+    predictor = DigitPredictor("outputs/<run>/checkpoints/cnn-best.ckpt")
+    predictor.predict("my_digit.png")
+    # {"digit": 7, "confidence": 0.998, "probabilities": [...10 floats...], "is_digit": True,
+    #  "reason": None, "error": None}
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from digitrec.checkpoints import load_network, load_temperature, resolve_device
+from digitrec.data import NUM_CLASSES
+from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
+from digitrec.images import ImageInput, ImageWarning, describe, read_image
+from digitrec.models import model_name as registry_name
+from digitrec.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
+
+DEFAULT_THRESHOLD = 0.5
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+Result = dict[str, Any]
+
+
+class DigitPredictor:
+    """A trained network plus the MNIST-style preprocessing, answering for users' images.
+
+    Every answer is a dict: `digit` (int, or None for a blank image or an error), `confidence`
+    (probability of that digit), `probabilities` (10 floats summing to 1), `is_digit` (False for
+    a blank image or a confidence below `threshold`), `reason` (why it is not a digit) and
+    `error` (a message, for an unusable input in `predict_batch`). Probabilities use the
+    temperature `evaluate.py` calibrated for the checkpoint when its report is in the run folder
+    (`<run>/eval/metrics.json`), else 1.0: see `temperature_source`.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "auto",
+                 model_name: str | None = None, threshold: float = DEFAULT_THRESHOLD,
+                 preprocess: bool = True, batch_size: int = 256) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.device = resolve_device(device)
+        self.threshold = _check_threshold(threshold)
+        self.preprocess = bool(preprocess)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        self.batch_size = batch_size
+        self.net, self.model_name = load_network(self.checkpoint, self.device)
+        if model_name is not None and registry_name({"name": model_name}) != self.model_name:
+            raise ConfigError(f"model_name={model_name!r} but {self.checkpoint} holds a {self.model_name!r} "
+                              "model; drop model_name or give a checkpoint of that model.")
+        self.temperature, self.temperature_source = load_temperature(self.checkpoint)
+
+    def __repr__(self) -> str:
+        return (f"DigitPredictor({self.model_name!r} from {str(self.checkpoint)!r}, device={self.device}, "
+                f"threshold={self.threshold}, preprocess={self.preprocess}, "
+                f"temperature={self.temperature:g} {self.temperature_source})")
+
+    def with_options(self, *, threshold: float | None = None, preprocess: bool | None = None) -> DigitPredictor:
+        """A copy sharing this network, with another threshold or preprocessing setting."""
+        other = copy.copy(self)
+        if threshold is not None:
+            other.threshold = _check_threshold(threshold)
+        if preprocess is not None:
+            other.preprocess = bool(preprocess)
+        return other
+
+    def predict(self, image: ImageInput) -> Result:
+        """The answer for one image; an unusable image raises a `DigitrecError` naming it."""
+        return self._answer([self.prepare(image)])[0]
+
+    def predict_batch(self, images: Iterable[ImageInput]) -> list[Result]:
+        """Answers in input order; the network runs on batches of `batch_size`. An unusable item gets
+        `error` set (and `digit` None) instead of stopping the others. A numpy array or tensor is
+        taken as a batch along its first axis."""
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            raise ConfigError(f"predict_batch takes a list of images, got one ({describe(images)}); use predict().")
+        results: list[Result | None] = []
+        prepared: list[tuple[int, Preprocessed]] = []
+        for i, image in enumerate(images):
+            try:
+                prepared.append((i, self.prepare(image)))
+                results.append(None)
+            except DigitrecError as e:
+                results.append(_failure(str(e)))
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = prepared[start : start + self.batch_size]
+            for (i, _), answer in zip(chunk, self._answer([item for _, item in chunk])):
+                results[i] = answer
+        return results
+
+    def visualise(self, image: ImageInput, output_path: str | os.PathLike) -> Result:
+        """Write a PNG: the input as given, the 28×28 image the network saw, the ten probabilities."""
+        given = read_image(image)
+        item = self._prepare_array(given, describe(image))
+        answer = self._answer([item])[0]
+        output = Path(output_path)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            _figure(given, item.pixels, answer).savefig(output, format="png", dpi=100)
+        except OSError as e:
+            raise ConfigError(f"{output}: cannot write the picture ({e.strerror or e}).") from None
+        return answer
+
+    def prepare(self, image: ImageInput) -> Preprocessed:
+        """What the network will see for this image (MNIST-style preprocessing unless turned off)."""
+        return self._prepare_array(read_image(image), describe(image))
+
+    def _prepare_array(self, given: np.ndarray, name: str) -> Preprocessed:
+        gray = to_grayscale(given)
+        return mnist_style(gray) if self.preprocess else as_is(gray, name)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities (float64, on the CPU) for a normalised (N, 1, 28, 28) batch."""
+        logits = self.net(batch.to(self.device, torch.float32))
+        return torch.softmax(logits.double() / self.temperature, dim=1).cpu()
+
+    def _answer(self, items: Sequence[Preprocessed]) -> list[Result]:
+        inked = [item for item in items if item.has_ink]
+        probs = iter(self.probabilities(torch.stack([item.tensor() for item in inked])) if inked else [])
+        return [self._result(next(probs)) if item.has_ink else _blank(item.reason) for item in items]
+
+    def _result(self, probs: torch.Tensor) -> Result:
+        confidence, digit = (float(v) for v in probs.max(0))
+        is_digit = confidence >= self.threshold
+        reason = None if is_digit else f"low confidence: {confidence:.2f} < threshold {self.threshold:.2f}"
+        return {"digit": int(digit), "confidence": confidence, "probabilities": probs.tolist(),
+                "is_digit": is_digit, "reason": reason, "error": None}
+
+
+def _figure(given: np.ndarray, seen: np.ndarray, answer: Result):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only when a picture is asked for
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.4))
+    FigureCanvasAgg(fig)
+    ax_given, ax_seen, ax_probs = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    if given.ndim == 3 and given.shape[-1] == 2:  # gray + alpha: matplotlib wants RGBA
+        given = np.concatenate([given[..., :1].repeat(3, -1), given[..., 1:]], axis=-1)
+    ax_given.imshow(given, cmap="gray", vmin=0, vmax=1)
+    ax_given.set_title(f"input ({given.shape[1]}×{given.shape[0]})")
+    ax_seen.imshow(seen, cmap="gray", vmin=0, vmax=1)
+    ax_seen.set_title("what the network saw (28×28)")
+    for ax in (ax_given, ax_seen):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    probs = answer["probabilities"]
+    colours = ["tab:blue" if answer["is_digit"] and d == answer["digit"] else "tab:gray" for d in range(NUM_CLASSES)]
+    ax_probs.bar(range(NUM_CLASSES), probs, color=colours)
+    ax_probs.set_xticks(range(NUM_CLASSES))
+    ax_probs.set_ylim(0, 1)
+    ax_probs.set_xlabel("digit")
+    ax_probs.set_ylabel("probability")
+    verdict = (f"{answer['digit']} (confidence {answer['confidence']:.3f})" if answer["is_digit"]
+               else f"not a digit: {answer['reason']}")
+    ax_probs.set_title(verdict, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}.")
+    return float(threshold)
+
+
+def _blank(reason: str | None) -> Result:
+    return {"digit": None, "confidence": 0.0, "probabilities": [1 / NUM_CLASSES] * NUM_CLASSES,
+            "is_digit": False, "reason": reason, "error": None}
+
+
+def _failure(message: str) -> Result:
+    return {"digit": None, "confidence": 0.0, "probabilities": None, "is_digit": False,
+            "reason": message, "error": message}
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitrec-predict",
+        description="Recognise handwritten digits in image files with a trained checkpoint.",
+        epilog="Exit status: 0 if every image was answered (digit or not), 1 if any could not be read.",
+    )
+    parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="outputs/<run>/checkpoints/<model>-best.ckpt")
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
+    parser.add_argument("--visualise", type=Path, metavar="OUT.png",
+                        help="also write a picture per image (several images: OUT-<n>-<image name>.png)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
+    parser.add_argument("--model", default=None, help="expected model name; an error if the checkpoint holds another")
+    parser.add_argument("--no-preprocess", action="store_true", help="images are already 28×28 MNIST-style")
+    return parser
+
+
+def expand_folders(paths: Iterable[Path]) -> list[Path]:
+    """Each folder replaced by the image files in it (sorted, not recursive); files kept as given."""
+    expanded: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            expanded.extend(images or [path])  # an empty folder stays, to be reported as an error
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def _line(path: Path, answer: Result) -> str:
+    if answer["is_digit"]:
+        return f"{path}: {answer['digit']} (confidence {answer['confidence']:.3f})"
+    guess = f" (best guess {answer['digit']})" if answer["digit"] is not None else ""
+    return f"{path}: not a digit: {answer['reason']}{guess}"
+
+
+def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
+    return out.with_name(f"{out.stem}-{index:03d}-{image.stem}.png") if many else out
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    predictor = DigitPredictor(args.checkpoint, device=args.device, model_name=args.model,
+                               threshold=args.threshold, preprocess=not args.no_preprocess)
+    paths = expand_folders(args.images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        answers = predictor.predict_batch(paths)
+        if args.visualise:
+            for i, (path, answer) in enumerate(zip(paths, answers)):
+                if answer["error"] is None:
+                    predictor.visualise(path, _picture_path(args.visualise, path, i, len(paths) > 1))
+    for w in caught:
+        if issubclass(w.category, ImageWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if args.json:
+        print(json.dumps([{"image": str(p), **a} for p, a in zip(paths, answers)], indent=2))
+    for path, answer in zip(paths, answers):
+        if answer["error"] is not None:
+            print(f"error: {answer['error']}", file=sys.stderr)
+        elif not args.json:
+            print(_line(path, answer))
+    return 1 if any(a["error"] is not None for a in answers) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Evaluate a checkpoint or a whole sweep: `python evaluate.py [ckpt_path=...|sweep_dir=...]` (see conf/eval.yaml)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from digitrec.errors import exit_on_user_error
+from digitrec.evaluation import evaluate_checkpoint, find_newest_checkpoint
+from digitrec.sweep import compare_sweep, is_multirun_dir
+
+log = logging.getLogger("evaluate")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    options = {"data_dir": cfg.data_dir, "batch_size": cfg.batch_size, "device": cfg.device,
+               "num_errors": cfg.num_errors, "num_demo": cfg.num_demo, "seed": cfg.seed}
+    target = Path(cfg.sweep_dir or cfg.ckpt_path or cfg.search_dir).expanduser()
+    if cfg.sweep_dir or is_multirun_dir(target):
+        compare_sweep(target, output_dir=cfg.output_dir, **options)
+        return
+    if cfg.ckpt_path is None or target.is_dir():
+        target = find_newest_checkpoint(target).absolute()
+        log.info("Evaluating the newest best checkpoint under %s: %s", cfg.ckpt_path or cfg.search_dir, target)
+    evaluate_checkpoint(target, output_dir=cfg.output_dir, **options)
+
+
+if __name__ == "__main__":
+    main()
