@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,12 +19,14 @@ from digitrec.models import build_model, model_name
 
 log = logging.getLogger(__name__)
 
+_TRAINING_KEYS = ("hyper_parameters", "state_dict")
 
-def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """The network stored in a digitrec training checkpoint, in eval mode, and its registry name.
 
-    The file is unpickled with `weights_only=True`: a checkpoint that would need anything but
-    tensors and plain data (i.e. could run code) is refused with a `CheckpointError`.
+def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The contents of a checkpoint written by `train.py`, unpickled with `weights_only=True`.
+
+    A file that would need anything but tensors and plain data to unpickle (i.e. could run code)
+    is refused with a `CheckpointError`, as is anything that is not a digitrec training checkpoint.
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -39,18 +42,28 @@ def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device
                 f"{path}: refused: unpickling it would call {refused.group(1)}, which a checkpoint of weights "
                 "never needs; it was not loaded and nothing in it ran. Use a checkpoint written by train.py."
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (or a corrupt one).") from None
-    except (RuntimeError, OSError, EOFError, ValueError, KeyError, AttributeError, ImportError) as e:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or truncated or corrupt "
-                              f"({type(e).__name__}: {e}).") from None
-    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
-    state = content.get("state_dict") if isinstance(content, dict) else None
-    if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), (dict, str)) or not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a digitrec training checkpoint (no hyper_parameters.net and state_dict).")
-    net_cfg = {"name": hparams["net"]} if isinstance(hparams["net"], str) else hparams["net"]
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (or a corrupt one); cannot read it.") from None
+    except Exception as e:  # random or truncated bytes fail in many ways (zip, struct, unpickling, I/O)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or truncated or corrupt; cannot read it "
+                              f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
+    missing = [key for key in _TRAINING_KEYS if not isinstance(content, dict) or not isinstance(content.get(key), dict)]
+    if not missing and not isinstance(content["hyper_parameters"].get("net"), (dict, str)):
+        missing = ["hyper_parameters.net"]
+    if missing:
+        raise CheckpointError(f"{path}: not a digitrec training checkpoint: it has no {', '.join(missing)} "
+                              "(not a Lightning checkpoint written by train.py).")
+    return content
+
+
+def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, str]:
+    """The network stored in a digitrec training checkpoint, in eval mode, and its registry name."""
+    path = Path(checkpoint)
+    content = read_checkpoint(path, map_location)
+    net_cfg = content["hyper_parameters"]["net"]
+    net_cfg = {"name": net_cfg} if isinstance(net_cfg, str) else net_cfg
     try:
         name, net = model_name(net_cfg), build_model(net_cfg)
-        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        net.load_state_dict({k.removeprefix("net."): v for k, v in content["state_dict"].items() if k.startswith("net.")})
     except (ConfigError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild its network: {e}") from None
     return net.to(map_location).eval(), name

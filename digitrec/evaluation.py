@@ -22,7 +22,7 @@ from torchmetrics.classification import (
 )
 
 from digitrec.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
-from digitrec.checkpoints import resolve_device
+from digitrec.checkpoints import read_checkpoint, resolve_device
 from digitrec.data import NUM_CLASSES, MNISTDataModule, normalize
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
 from digitrec.module import DigitClassifier
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 REPORT_FILES = ("metrics.json", "classification_report.txt", "confusion_matrix.png", "misclassified.png",
                 "training_curves.png", "demo.png", "reliability.png")
 _PER_CLASS = {"precision": MulticlassPrecision, "recall": MulticlassRecall, "f1": MulticlassF1Score}
-_LIGHTNING_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version")
 
 
 def run_dir_of(ckpt: Path) -> Path:
@@ -72,22 +71,7 @@ def load_checkpoint(path: Path) -> tuple[DigitClassifier, dict[str, Any]]:
     Loads with `weights_only=True` (no code from the file runs) and rebuilds the network only
     through the model registry.
     """
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file.")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file.")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # I/O, zip and unpickling errors come in many types
-        raise CheckpointError(
-            f"{path}: cannot read it as a PyTorch checkpoint ({_short(e)}); "
-            "it is truncated, corrupt or not a checkpoint."
-        ) from None
-    missing = [k for k in _LIGHTNING_KEYS if k not in data] if isinstance(data, dict) else list(_LIGHTNING_KEYS)
-    if missing:
-        raise CheckpointError(
-            f"{path}: not a Lightning checkpoint written by train.py (it has no {', '.join(missing)})."
-        )
+    data = read_checkpoint(path)
     try:
         module = DigitClassifier(**data["hyper_parameters"])
         module.load_state_dict(data["state_dict"])

@@ -194,7 +194,7 @@ def test_bad_checkpoints_raise_a_clear_error_and_write_nothing(tmp_path: Path, r
             evaluate_checkpoint(path)
         assert str(path) in str(error.value) and words in str(error.value), name
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # no eval/ and no temporary folder
-    with pytest.raises(CheckpointError, match="is a folder"):
+    with pytest.raises(CheckpointError, match="is a directory"):
         load_checkpoint(run)
 
 
