@@ -71,6 +71,8 @@ def evaluate_job(job: Path, **eval_options: Any) -> dict[str, Any]:
     except (OSError, ValueError):
         reason = f"no readable summary.json (training did not finish; see {job.name}/train.log)"
         return {**row, "status": f"failed: {reason}"}
+    if summary.get("status") == "failed":  # train.py's own record of a job that failed in a multirun
+        return {**row, "status": f"failed: {summary.get('error', 'see train.log')}"}
     row.update({k: summary.get(k, row.get(k)) for k in ("model", "parameters", "fit_seconds", "epochs")})
     ckpt = _job_checkpoint(job, summary)
     if ckpt is None:

@@ -25,9 +25,6 @@ from digitrec.errors import ConfigError, find_user_error
 
 log = logging.getLogger(__name__)
 
-_HALF = {"16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true"}
-
-
 def _uses_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
@@ -68,7 +65,7 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Instantiate callbacks and loggers, resolve `precision: auto`, and build the Trainer."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision, reason = choose_precision(trainer_cfg.pop("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
@@ -79,8 +76,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks.append(RNGState())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     try:
-        return L.Trainer(**trainer_cfg, precision=precision, callbacks=callbacks,
-                         logger=loggers or False, **overrides)
+        return L.Trainer(**trainer_cfg, precision=precision, callbacks=callbacks, logger=loggers or False)
     except (ValueError, TypeError, MisconfigurationException) as e:  # Lightning's own argument checks
         raise ConfigError(f"Invalid trainer configuration: {e}") from None
 

@@ -238,12 +238,16 @@ def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> No
     (sweep / "3_mlp" / "summary.json").write_text(json.dumps({**summary, "best_checkpoint": ""}))
     corrupt = sweep / "3_mlp" / "checkpoints" / "mlp-best.ckpt"
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
+    # ... and one whose training failed: train.py records that in its summary.json.
+    shutil.copytree(sweep / "0_mlp" / ".hydra", sweep / "4_mlp" / ".hydra")
+    (sweep / "4_mlp" / "summary.json").write_text(json.dumps({"status": "failed", "error": "TrainingDiverged: NaN"}))
 
     rows = compare_sweep(sweep, data_dir=str(mnist_dir))
 
-    assert [row["job"] for row in rows] == ["0_mlp", "1_mlp", "2_mlp", "3_mlp"]
-    assert [row["status"] == "ok" for row in rows] == [True, True, False, False]
+    assert [row["job"] for row in rows] == ["0_mlp", "1_mlp", "2_mlp", "3_mlp", "4_mlp"]
+    assert [row["status"] == "ok" for row in rows] == [True, True, False, False, False]
     assert "summary.json" in rows[2]["status"] and "cannot read" in rows[3]["status"]
+    assert rows[4]["status"] == "failed: TrainingDiverged: NaN"
     assert rows[2]["model"] == "mlp" and rows[2]["test_acc"] is None
     for row in rows[:2]:
         report = strict_json(sweep / row["job"] / "eval" / "metrics.json")
@@ -253,7 +257,7 @@ def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> No
     assert [r["job"] for r in table] == [row["job"] for row in rows]
     assert {"model", "parameters", "test_acc", "macro_f1", "ece", "fit_seconds", "status"} <= set(table[0])
     markdown = (sweep / "comparison.md").read_text()
-    assert all(f"| {row['job']} |" in markdown for row in rows) and "2 of 4 jobs evaluated, 2 failed" in markdown
+    assert all(f"| {row['job']} |" in markdown for row in rows) and "2 of 5 jobs evaluated, 3 failed" in markdown
     assert "optimizer.lr=0.001" in markdown and "optimizer.lr=0.003" in markdown
     with Image.open(sweep / "comparison.png") as image:
         assert image.format == "PNG"
