@@ -3,7 +3,9 @@
 Measures, in one run, per model: forward FLOPs, training and evaluation throughput, achieved
 GFLOP/s against a measured fp32 matmul peak, and the seconds an epoch costs through
 `Trainer.fit`, through a seed-style per-sample torchvision pipeline and through a plain PyTorch
-loop; plus batched versus per-sample augmentation. Every time is a median after warm-up.
+loop; plus batched versus per-sample augmentation. In full mode, when the cnn is benchmarked, it
+also times the cnn's training step in the variants a user might try (NCHW instead of
+channels_last, bf16 autocast, torch.compile). Every time is a median after warm-up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import warnings
@@ -51,10 +54,11 @@ class Plan:
     matmul_repeats: int
     augment_batches: int
     per_sample_batches: int
+    rounds: int = 1  # Trainer.fit and the plain loop alternate this many times; medians are reported
 
 
 FULL = Plan(warmup_steps=5, measured_steps=50, segment=5, val_batches=4, eval_repeats=7,
-            matmul_repeats=10, augment_batches=30, per_sample_batches=8)
+            matmul_repeats=10, augment_batches=30, per_sample_batches=8, rounds=3)
 QUICK = Plan(warmup_steps=2, measured_steps=6, segment=2, val_batches=2, eval_repeats=3,
              matmul_repeats=3, augment_batches=8, per_sample_batches=2)
 
@@ -103,16 +107,22 @@ def load_data(tmp: Path) -> tuple[MNISTDataModule, str]:
 
 # ---- one model ---------------------------------------------------------------------------------
 
-def compose_config(model: str, plan: Plan, root: Path) -> DictConfig:
-    """The training config train.py would use, with logging, checkpoints and progress bar off."""
+def compose_config(model: str, plan: Plan, root: Path, extra: Sequence[str] = ()) -> DictConfig:
+    """The training config train.py would use, with logging, checkpoints and progress bar off.
+
+    `extra` overrides (`key=value`) replace the benchmark's own for the same key.
+    """
     conf_dir = REPO_ROOT / "conf"
     if not conf_dir.is_dir():
         raise ConfigError(f"No Hydra configs in {conf_dir}: run the benchmark from a clone of the repository.")
-    overrides = [f"model={model}", "~callbacks", "~logger", "trainer.accelerator=cpu", "trainer.devices=1",
-                 "trainer.max_epochs=1", f"trainer.limit_train_batches={plan.warmup_steps + plan.measured_steps}",
-                 f"trainer.limit_val_batches={plan.val_batches}", "trainer.num_sanity_val_steps=0",
-                 "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false",
-                 "trainer.enable_model_summary=false", f"trainer.default_root_dir={root}"]
+    settings = {"model": model, "~callbacks": None, "~logger": None, "trainer.accelerator": "cpu",
+                "trainer.devices": 1, "trainer.max_epochs": 1,
+                "trainer.limit_train_batches": plan.warmup_steps + plan.measured_steps,
+                "trainer.limit_val_batches": plan.val_batches, "trainer.num_sanity_val_steps": 0,
+                "trainer.enable_checkpointing": "false", "trainer.enable_progress_bar": "false",
+                "trainer.enable_model_summary": "false", "trainer.default_root_dir": root}
+    settings |= dict(override.split("=", 1) for override in extra)
+    overrides = [key if value is None else f"{key}={value}" for key, value in settings.items()]
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir), job_name="bench"):
             return compose("train", overrides=overrides)
@@ -125,12 +135,15 @@ def build_module(cfg: DictConfig) -> DigitClassifier:
                            label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last)
 
 
-def fit_timeline(cfg: DictConfig, **fit_args: Any) -> Timeline:
+def fit_timeline(cfg: DictConfig, compile_net: bool = False, **fit_args: Any) -> Timeline:
     """One `Trainer.fit` of a fresh module (the trainer train.py builds), timed by a `Timeline`."""
     timeline = Timeline()
     trainer = build_trainer(cfg)
     trainer.callbacks.append(timeline)
-    trainer.fit(build_module(cfg), **fit_args)
+    module = build_module(cfg)
+    if compile_net:
+        module.net = torch.compile(module.net)
+    trainer.fit(module, **fit_args)
     return timeline
 
 
@@ -160,6 +173,10 @@ def epoch_cost(timeline: Timeline, plan: Plan, datamodule: MNISTDataModule) -> E
     )
 
 
+def _median_cost(costs: list[EpochCost]) -> EpochCost:
+    return sorted(costs, key=lambda c: c.seconds)[(len(costs) - 1) // 2]
+
+
 def eval_rate(cfg: DictConfig, images: torch.Tensor, plan: Plan) -> float:
     """Images/s of the module's forward pass on one evaluation batch, without gradients."""
     module = build_module(cfg).eval()
@@ -172,13 +189,16 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
     cfg = compose_config(name, plan, root)
     module = build_module(cfg)
     flops = forward_flops(module, torch.zeros(1, 1, 28, 28))
-    progress(f"{name}: Trainer.fit")
-    fit = epoch_cost(fit_timeline(cfg, datamodule=datamodule), plan, datamodule)
+    fits, plains = [], []
+    for i in range(plan.rounds):  # alternating: a drift in the machine's speed hits both alike
+        progress(f"{name}: Trainer.fit and plain PyTorch loop, round {i + 1} of {plan.rounds}")
+        fits.append(epoch_cost(fit_timeline(cfg, datamodule=datamodule), plan, datamodule))
+        plains.append(epoch_cost(plain_loop_timeline(build_module(cfg), cfg, datamodule,
+                                                     plan.warmup_steps + plan.measured_steps, plan.val_batches),
+                                 plan, datamodule))
+    fit, plain = _median_cost(fits), _median_cost(plains)
     progress(f"{name}: seed-style per-sample pipeline")
     seed = epoch_cost(fit_timeline(cfg, **seed_loaders(datamodule)), plan, datamodule)
-    progress(f"{name}: plain PyTorch loop")
-    plain = epoch_cost(plain_loop_timeline(build_module(cfg), cfg, datamodule, plan.warmup_steps + plan.measured_steps,
-                                           plan.val_batches), plan, datamodule)
     progress(f"{name}: evaluation")
     eval_ips = eval_rate(cfg, datamodule.val_set.images[: datamodule.hparams.eval_batch_size], plan)
     train_gflops = 3 * flops * fit.step_images_per_s / 1e9
@@ -193,7 +213,7 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
         "epoch_seconds": {"trainer_fit": fit.seconds, "seed_style": seed.seconds, "plain_loop": plain.seconds},
         "epoch_peak_fraction": epoch_flops / fit.seconds / 1e9 / peak,
         "speedup_vs_seed": seed.seconds / fit.seconds,
-        "fit_vs_plain": plain.seconds / fit.seconds,
+        "fit_vs_plain": statistics.median(p.seconds / f.seconds for f, p in zip(fits, plains)),
         "plain_loop_train_images_per_s": plain.step_images_per_s,
         "seed_style_train_images_per_s": seed.step_images_per_s,
     }
@@ -207,6 +227,45 @@ def bench_augmentation(images: torch.Tensor, labels: torch.Tensor, batch: int, p
     per_sample = median_time(lambda: [dataset[i] for i in range(batch)], warmup=1, repeats=plan.per_sample_batches)
     return {"batched_images_per_s": batch / batched, "per_sample_images_per_s": batch / per_sample,
             "ratio": per_sample / batched}
+
+
+# ---- training variants: what was tried, kept or dropped ---------------------------------------------
+
+VARIANT_MODEL = "cnn"
+DEFAULT_VARIANT = "fp32, channels_last (default)"
+VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {  # label: (config overrides, compile the network)
+    DEFAULT_VARIANT: ((), False),
+    "fp32, contiguous NCHW": (("channels_last=false",), False),
+    "bf16-mixed autocast": (("trainer.precision=bf16-mixed",), False),
+    "torch.compile (fp32, channels_last)": ((), True),
+}
+# Few steps: the slow variants (bf16 on a CPU without bf16 units) cost seconds per step.
+VARIANT_PLAN = Plan(warmup_steps=3, measured_steps=10, segment=2, val_batches=0, eval_repeats=0,
+                    matmul_repeats=0, augment_batches=0, per_sample_batches=0)
+
+
+def bench_variants(name: str, datamodule: MNISTDataModule, root: Path, plan: Plan = VARIANT_PLAN,
+                   variants: dict[str, tuple[tuple[str, ...], bool]] = VARIANTS) -> dict[str, dict[str, float]]:
+    """Training images/s of one model per variant (the first is the reference), and each first step's
+    seconds (where torch.compile compiles)."""
+    results = {}
+    for label, (overrides, compile_net) in variants.items():
+        progress(f"{name}: variant {label}")
+        cfg = compose_config(name, plan, root, overrides)
+        timeline = fit_timeline(cfg, compile_net=compile_net, datamodule=datamodule)
+        step = segment_median(timeline.step_seconds(plan.warmup_steps), plan.segment)
+        results[label] = {"train_images_per_s": datamodule.hparams.batch_size / step,
+                          "first_step_seconds": timeline.step_seconds(0)[0]}
+    reference = next(iter(results.values()))["train_images_per_s"]
+    for result in results.values():
+        result["vs_reference"] = result["train_images_per_s"] / reference
+    return results
+
+
+def variants_table(variants: dict[str, dict[str, float]]) -> str:
+    rows = [[label, f"{r['train_images_per_s']:,.0f}", f"{r['vs_reference']:.2f}×", f"{r['first_step_seconds']:.1f}"]
+            for label, r in variants.items()]
+    return format_table(("variant", "train img/s", "vs first", "first step s"), rows)
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -267,8 +326,15 @@ def report(result: dict[str, Any]) -> str:
         "  fit: Trainer.fit with MNISTDataModule (batched augmentation on the batch's device);",
         "  seed-style: per-sample PIL + torchvision v2 transforms in a DataLoader (num_workers=0), same Trainer.fit;",
         "  plain: a plain PyTorch loop over the same in-memory tensors with batched augmentation.",
+        f"  fit and plain alternate {plan['rounds']} time(s): their median epoch, and the median of the per-round ratios.",
         "- fit vs seed / fit vs plain: the other pipeline's epoch time over Trainer.fit's (> 1: Trainer.fit is faster).",
     ]
+    if result.get("variants"):
+        vplan = result["variant_plan"]
+        lines += ["", f"{result['variant_model']} training variants (Trainer.fit, batch {batch}, median of "
+                      f"{vplan['measured_steps'] // vplan['segment']} segments of {vplan['segment']} steps after "
+                      f"{vplan['warmup_steps']} warm-up steps; the first step includes compilation):", "",
+                  variants_table(result["variants"])]
     return "\n".join(lines)
 
 
@@ -308,6 +374,7 @@ def run(models: list[str], quick: bool) -> dict[str, Any]:
         train = datamodule.train_set
         augmentation = bench_augmentation(train.images, train.labels, datamodule.hparams.batch_size, plan)
         results = {name: bench_model(name, plan, datamodule, peak, Path(tmp)) for name in models}
+        variants = bench_variants(VARIANT_MODEL, datamodule, Path(tmp)) if VARIANT_MODEL in models and not quick else {}
     return {
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
                         "mode": "quick" if quick else "full", "data": data, "device": "cpu", "precision": "fp32",
@@ -320,6 +387,9 @@ def run(models: list[str], quick: bool) -> dict[str, Any]:
         "matmul_gflops": peak,
         "augmentation": augmentation,
         "models": results,
+        "variant_model": VARIANT_MODEL,
+        "variant_plan": asdict(VARIANT_PLAN),
+        "variants": variants,
     }
 
 
@@ -334,7 +404,8 @@ def silence_lightning() -> None:
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats; mlp and cnn only (under a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer steps and repeats; mlp and cnn only; no cnn training variants (under a minute)")
     parser.add_argument("--models", help=f"comma-separated, from: {', '.join(MODELS)} (default: all; mlp,cnn with --quick)")
     parser.add_argument("--json", type=Path, default=Path("outputs/bench.json"), help="where to write the results (default: %(default)s)")
     parser.add_argument("--threads", type=int,

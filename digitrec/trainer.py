@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,6 +63,27 @@ class RNGState(Callback):
         torch.set_rng_state(state_dict["torch"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def _ema_update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor,
+                decay: float) -> torch.Tensor:
+    # Kept as tensors (no float(num_averaged)): a host sync per parameter per step on a GPU otherwise.
+    d = ((1 + num_averaged) / (10 + num_averaged)).clamp(max=decay)
+    return averaged + (current - averaged) * (1 - d)
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average of the weights (and BatchNorm statistics) with a warm-up.
+
+    The decay after n updates is min(decay, (1 + n) / (10 + n)), so the average follows the model
+    from the first epoch on; with a fixed decay it would stay close to the random initial weights
+    for the first thousand steps, and `val/acc` (computed with the averaged weights) near chance.
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            raise ConfigError(f"EMA decay must be a number in (0, 1), e.g. 0.999; got {decay!r}.")
+        super().__init__(avg_fn=functools.partial(_ema_update, decay=float(decay)), **kwargs)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

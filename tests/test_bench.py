@@ -198,3 +198,27 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
             "fit_vs_plain"} <= set(result["models"]["mlp"])
     assert {"batched_images_per_s", "per_sample_images_per_s", "ratio"} <= set(result["augmentation"])
     assert result["environment"]["threads"] == 1 and result["environment"]["mode"] == "quick"
+
+
+def test_training_variants_each_get_a_rate_against_the_first(tiny_data: MNISTDataModule, tmp_path: Path,
+                                                             restore_determinism: None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[nn.Module] = []  # a real torch.compile costs ~30 s here: record the call instead
+    monkeypatch.setattr(bench.torch, "compile", lambda net: compiled.append(net) or net)
+    variants = {"default": ((), False), "bf16": (("trainer.precision=bf16-mixed",), False),
+                "compiled": ((), True)}
+    result = bench.bench_variants("mlp", tiny_data, tmp_path, plan=TINY, variants=variants)
+    assert len(compiled) == 1 and isinstance(compiled[0], type(build_model("mlp")))
+    assert list(result) == ["default", "bf16", "compiled"]
+    assert result["default"]["vs_reference"] == 1.0
+    for r in result.values():
+        assert r["train_images_per_s"] > 0 and r["first_step_seconds"] > 0
+        assert r["vs_reference"] == pytest.approx(r["train_images_per_s"] / result["default"]["train_images_per_s"])
+    table = bench.variants_table(result).splitlines()
+    assert len(table) == 2 + len(variants) and table[2].startswith("| default")
+
+
+def test_extra_overrides_replace_the_benchmarks_own(tmp_path: Path) -> None:
+    cfg = bench.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "channels_last=false"])
+    assert cfg.trainer.limit_val_batches == 0 and cfg.channels_last is False
+    assert cfg.trainer.limit_train_batches == TINY.warmup_steps + TINY.measured_steps

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -14,7 +15,7 @@ from omegaconf import open_dict
 from conftest import REPO, run_train
 from digitrec.errors import ConfigError
 from digitrec.module import DigitClassifier
-from digitrec.trainer import choose_precision
+from digitrec.trainer import EMA, choose_precision
 
 CONF = REPO / "conf"
 
@@ -111,3 +112,50 @@ def test_config_error_is_a_value_error() -> None:
         DigitClassifier(optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0})
     with pytest.raises(ConfigError, match="label_smoothing"):
         DigitClassifier(label_smoothing=1.5)
+
+
+@pytest.mark.parametrize("experiment", groups("experiment"))
+def test_every_experiment_composes_and_its_callbacks_build(experiment: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    callbacks = {k: instantiate(v) for k, v in cfg.callbacks.items() if v is not None}
+    if experiment.endswith("_best"):
+        assert isinstance(callbacks["ema"], EMA) and "early_stopping" not in callbacks
+
+
+class _Line(L.LightningModule):
+    """One linear layer trained by plain SGD: its weights after every step are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+        self.history: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).pow(2).mean()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.history.append(self.layer.weight.detach().clone())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
+    module, decay = _Line(), 0.6
+    trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=decay)], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, data)
+    expected = module.history[0]  # the first update copies the weights
+    for n, weights in enumerate(module.history[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))  # warm-up for the first updates, then the fixed decay
+        expected = d * expected + (1 - d) * weights
+    n = len(module.history) - 1
+    assert (1 + n) / (10 + n) > decay  # the run is long enough to reach the fixed decay
+    torch.testing.assert_close(module.layer.weight, expected)  # Lightning copies the average in at the end
+    assert not torch.allclose(module.layer.weight, module.history[-1])
+
+
+def test_ema_rejects_a_decay_outside_0_1() -> None:
+    with pytest.raises(ConfigError, match=r"EMA decay must be a number in \(0, 1\)"):
+        EMA(decay=1.0)
