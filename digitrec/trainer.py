@@ -33,16 +33,18 @@ def choose_precision(requested: str | int | None, accelerator: str = "auto") -> 
     """Return (precision, reason). `auto`: 16-mixed on CUDA, 32-true elsewhere.
 
     An explicit `16-mixed` on a CPU becomes 32-true: Lightning would silently run bf16 autocast
-    instead, which is several times slower than fp32 on CPUs without bf16 units.
+    instead, which is several times slower than fp32 on CPUs without bf16 units. An explicit
+    `bf16-mixed` is kept: it pays on CPUs that have them (AVX512-BF16, AMX).
     """
     requested = "auto" if requested is None else str(requested)
     cuda = _uses_cuda(str(accelerator))
     if requested == "auto":
         if cuda:
             return "16-mixed", "CUDA device: mixed precision (fp16 autocast)"
-        return "32-true", "no CUDA device: fp32 (half-precision autocast is far slower on CPU)"
+        return "32-true", "no CUDA device: fp32 (trainer.precision=bf16-mixed is faster only on CPUs with bf16 units)"
     if requested in ("16", "16-mixed") and not cuda:
-        return "32-true", f"precision={requested} asked for but no CUDA device: fp32 instead of slow CPU bf16 autocast"
+        return "32-true", (f"precision={requested} asked for but no CUDA device: fp32 instead of CPU bf16 autocast "
+                            "(ask for bf16-mixed explicitly if this CPU has bf16 units)")
     return requested, "as configured"
 
 
