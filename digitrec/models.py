@@ -11,8 +11,28 @@ from torch import nn
 from digitrec.errors import ConfigError
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with a faster mask on CPU; unchanged on other devices and in eval mode.
+
+    torch's CPU dropout draws one Bernoulli sample per element (about a tenth of a cnn training
+    step on a 2-core CPU); here one 64-bit random draw gives four 16-bit lanes, so each element is
+    kept with probability 1 - p rounded to a multiple of 1/65536, scaled by 1 / (1 - p).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.inplace or x.device.type != "cpu" or not 0 < self.p < 1:
+            return super().forward(x)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+        keep = bits.view(torch.int16)[:n] >= round(self.p * 65536) - 32768
+        # The mask laid out in x's own memory order: elementwise math then runs over dense memory.
+        return x.mul(keep.as_strided(x.shape, x.stride())).mul_(1 / (1 - self.p))
+
+
 def _dense(n_in: int, n_out: int, dropout: float) -> list[nn.Module]:
-    return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+    return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True), Dropout(dropout)]
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -42,8 +62,8 @@ class CNN(nn.Module):
         super().__init__()
         c1, c2 = channels
         self.features = nn.Sequential(
-            *_conv_bn_relu(1, c1), *_conv_bn_relu(c1, c1), nn.MaxPool2d(2), nn.Dropout(dropout),
-            *_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c2), nn.MaxPool2d(2), nn.Dropout(dropout),
+            *_conv_bn_relu(1, c1), *_conv_bn_relu(c1, c1), nn.MaxPool2d(2), Dropout(dropout),
+            *_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c2), nn.MaxPool2d(2), Dropout(dropout),
         )
         self.head = nn.Sequential(
             nn.Flatten(), *_dense(c2 * 7 * 7, hidden, head_dropout), nn.Linear(hidden, num_classes)
@@ -62,7 +82,7 @@ class ResidualBlock(nn.Module):
             *_conv_bn_relu(c_in, c_out), nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out)
         )
         self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1), nn.BatchNorm2d(c_out))
-        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(dropout))
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2), Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(x) + self.shortcut(x))

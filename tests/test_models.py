@@ -5,7 +5,7 @@ import torch
 
 from conftest import REPO
 from digitrec.errors import ConfigError
-from digitrec.models import MODELS, build_model, count_parameters, model_name
+from digitrec.models import Dropout, MODELS, build_model, count_parameters, model_name
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -49,3 +49,35 @@ def test_config_names_resolve_to_registry() -> None:
 def test_bad_model_argument_is_config_error() -> None:
     with pytest.raises(ConfigError, match="cnn"):
         build_model({"_target_": "digitrec.models.CNN", "widht": 3})
+
+
+@pytest.mark.parametrize("p", [0.2, 0.25, 0.5])
+def test_cpu_dropout_keeps_each_element_with_probability_1_minus_p(p: float) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(64, 32, 14, 14) + 0.5  # no zeros of its own
+    y = Dropout(p).train()(x)
+    dropped = y == 0
+    n = dropped.numel()
+    tolerance = 5 * (p * (1 - p) / n) ** 0.5
+    assert abs(dropped.float().mean().item() - p) < tolerance
+    # each of the four 16-bit lanes of a random draw is uniform on its own (no biased sign bit)
+    for lane in dropped.flatten()[: n // 4 * 4].view(-1, 4).float().mean(0):
+        assert abs(lane.item() - p) < 2 * tolerance
+    torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
+
+
+def test_cpu_dropout_gradient_follows_the_mask_and_layout_is_kept() -> None:
+    x = torch.randn(8, 16, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y = Dropout(0.25).train()(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.75)
+
+
+def test_cpu_dropout_is_seeded_fresh_per_call_and_identity_in_eval() -> None:
+    layer, x = Dropout(0.5), torch.ones(1000)
+    torch.manual_seed(1)
+    a, b = layer(x), layer(x)
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), a) and not torch.equal(a, b)
+    assert torch.equal(layer.eval()(x), x)
