@@ -200,7 +200,9 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
     progress(f"{name}: seed-style per-sample pipeline")
     seed = epoch_cost(fit_timeline(cfg, **seed_loaders(datamodule)), plan, datamodule)
     progress(f"{name}: evaluation")
-    eval_ips = eval_rate(cfg, datamodule.val_set.images[: datamodule.hparams.eval_batch_size], plan)
+    eval_batch = datamodule.hparams.eval_batch_size
+    eval_ips = eval_rate(cfg, datamodule.val_set.images[:eval_batch], plan)
+    eval_ips_4x = eval_rate(cfg, datamodule.val_set.images[: 4 * eval_batch], plan)  # is the batch size a win?
     train_gflops = 3 * flops * fit.step_images_per_s / 1e9
     epoch_flops = flops * (3 * fit.train_images + fit.val_images)
     return {
@@ -208,6 +210,7 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
         "forward_mflops": flops / 1e6,
         "train_images_per_s": fit.step_images_per_s,
         "eval_images_per_s": eval_ips,
+        "eval_images_per_s_4x_batch": eval_ips_4x,
         "train_gflops": train_gflops,
         "train_peak_fraction": train_gflops / peak,
         "epoch_seconds": {"trainer_fit": fit.seconds, "seed_style": seed.seconds, "plain_loop": plain.seconds},
@@ -319,7 +322,10 @@ def report(result: dict[str, Any]) -> str:
         "  pooling not counted); a training step ≈ 3× forward; % peak is of the matmul peak above.",
         f"- train img/s: batch {batch}, forward + backward + AdamW + OneCycle (+ gradient clipping) timed inside",
         f"  Trainer.fit: median of {steps // plan['segment']} segments of {plan['segment']} steps after {plan['warmup_steps']} warm-up steps.",
-        f"- eval img/s: batch {result['eval_batch_size']}, no grad: median of {plan['eval_repeats']} after 1 warm-up.",
+        f"- eval img/s: batch {result['eval_batch_size']}, no grad: median of {plan['eval_repeats']} after 1 warm-up; "
+        f"against batch {4 * result['eval_batch_size']}: "
+        + ", ".join(f"{name} {r['eval_images_per_s'] / r['eval_images_per_s_4x_batch']:.2f}×"
+                    for name, r in result["models"].items()) + ".",
         f"- epoch s: training with augmentation + validation, extrapolated from {steps} training batches (after",
         f"  {plan['warmup_steps']} warm-up) and {plan['val_batches'] - 1} validation batch(es) (after 1 warm-up) "
         f"to {result['train_images']:,} + {result['val_images']:,} images.",

@@ -181,7 +181,7 @@ class MNISTDataModule(L.LightningDataModule):
         self,
         data_dir: str | None = None,
         batch_size: int = 128,
-        eval_batch_size: int = 1024,
+        eval_batch_size: int = 256,
         val_fraction: float = 0.1,
         split_seed: int = 42,
         augment: bool = True,

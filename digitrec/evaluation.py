@@ -222,7 +222,7 @@ def _write_reports(folder: Path, report: dict[str, Any], images: torch.Tensor, l
 
 
 def evaluate_checkpoint(ckpt: str | Path, output_dir: str | Path | None = None, data_dir: str | None = None,
-                        batch_size: int = 1024, device: str = "auto", num_errors: int = 25, num_demo: int = 16,
+                        batch_size: int = 256, device: str = "auto", num_errors: int = 25, num_demo: int = 16,
                         seed: int = 0) -> dict[str, Any]:
     """Evaluate one checkpoint on the official test set, write its report files (`REPORT_FILES`)
     into `output_dir` (default: `default_output_dir`) and return the content of metrics.json."""

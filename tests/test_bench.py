@@ -6,6 +6,7 @@ Nothing here asserts a speed: timings only have to exist and be positive.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -161,6 +162,7 @@ def test_one_model_through_all_pipelines(tiny_data: MNISTDataModule, tmp_path: P
     assert all(math.isfinite(v) and v > 0 for v in numbers)
     assert result["train_gflops"] == pytest.approx(3 * result["forward_mflops"] * 1e6 * result["train_images_per_s"] / 1e9)
     assert len(bench.table_row("cnn", result)) == len(bench.COLUMNS)
+    assert "eval_images_per_s_4x_batch" in result
 
 
 def test_missing_mnist_falls_back_to_random_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,6 +190,7 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
     rows = [line for line in lines if line.startswith("| mlp")]
     assert len(rows) == 1 and len(rows[0].strip("|").split("|")) == len(bench.COLUMNS)
     assert any(line.startswith("augmentation: batched") for line in lines)
+    assert any(re.match(r"- eval img/s: batch 256, .* against batch 1024: mlp \d+\.\d\d×\.$", line) for line in lines)
 
     result = json.loads(out.read_text())
     assert {"environment", "plan", "matmul_gflops", "augmentation", "models", "batch_size", "eval_batch_size",
