@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from digitrec.augment import augment_batch
 from digitrec.data import MNIST_MEAN, MNIST_STD, MNISTDataModule, normalize
 from digitrec.measure import Timeline
+from digitrec.module import fused_default
 
 
 def seed_transforms(train: bool) -> v2.Compose:
@@ -61,7 +62,8 @@ def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDat
     """
     timeline = Timeline()
     batch, eval_batch = datamodule.hparams.batch_size, datamodule.hparams.eval_batch_size
-    optimizer = instantiate(cfg.optimizer)(params=module.parameters())
+    make_optimizer = instantiate(cfg.optimizer)
+    optimizer = make_optimizer(params=module.parameters(), **fused_default(cfg.optimizer, make_optimizer, "32-true"))
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps)
     images, labels = datamodule.train_set.images, datamodule.train_set.labels
     order = torch.randperm(len(labels))

@@ -48,6 +48,21 @@ def test_every_combination_composes_and_builds(model, optimizer, scheduler, tmp_
     assert opt_cfg["lr_scheduler"]["interval"] == "step"
     assert type(opt_cfg["optimizer"]).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
     assert getattr(scheduler_obj, "total_steps", getattr(scheduler_obj, "T_max", None)) == 50
+    assert opt_cfg["optimizer"].defaults["fused"] is True  # one kernel per step where the optimizer has one
+
+
+@pytest.mark.parametrize("precision, optimizer_extra, fused", [
+    ("32-true", {}, True),
+    ("bf16-mixed", {}, None),  # Lightning's AMP plugin will not clip a fused optimizer's gradients
+    ("16-mixed", {}, None),
+    ("32-true", {"foreach": True}, None),  # the config's own choice wins
+    ("32-true", {"fused": False}, False),
+])
+def test_optimizer_is_fused_unless_fp16_scaling_or_configured(precision, optimizer_extra, fused) -> None:
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, **optimizer_extra}
+    module = DigitClassifier(net="mlp", optimizer=optimizer, scheduler=None)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10, precision=precision)
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is fused
 
 
 @pytest.mark.parametrize("group", ["trainer", "callbacks", "logger", "debug", "data"])
