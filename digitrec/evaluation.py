@@ -23,7 +23,7 @@ from torchmetrics.classification import (
 
 from digitrec.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
 from digitrec.checkpoints import read_checkpoint, resolve_device
-from digitrec.data import NUM_CLASSES, MNISTDataModule, normalize
+from digitrec.data import EVAL_BATCH_SIZE, NUM_CLASSES, MNISTDataModule, normalize
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
 from digitrec.module import DigitClassifier
 from digitrec.plots import (
@@ -222,8 +222,8 @@ def _write_reports(folder: Path, report: dict[str, Any], images: torch.Tensor, l
 
 
 def evaluate_checkpoint(ckpt: str | Path, output_dir: str | Path | None = None, data_dir: str | None = None,
-                        batch_size: int = 256, device: str = "auto", num_errors: int = 25, num_demo: int = 16,
-                        seed: int = 0) -> dict[str, Any]:
+                        batch_size: int = EVAL_BATCH_SIZE, device: str = "auto", num_errors: int = 25,
+                        num_demo: int = 16, seed: int = 0) -> dict[str, Any]:
     """Evaluate one checkpoint on the official test set, write its report files (`REPORT_FILES`)
     into `output_dir` (default: `default_output_dir`) and return the content of metrics.json."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
