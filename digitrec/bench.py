@@ -37,7 +37,7 @@ from digitrec.errors import ConfigError, DataError, exit_on_user_error
 from digitrec.measure import Timeline, forward_flops, matmul_peak, median_time, segment_median
 from digitrec.models import MODELS
 from digitrec.module import DigitClassifier
-from digitrec.trainer import build_trainer
+from digitrec.trainer import build_trainer, choose_precision
 
 MATMUL_SIZE = 2048
 
@@ -116,7 +116,7 @@ def compose_config(model: str, plan: Plan, root: Path, extra: Sequence[str] = ()
     if not conf_dir.is_dir():
         raise ConfigError(f"No Hydra configs in {conf_dir}: run the benchmark from a clone of the repository.")
     settings = {"model": model, "~callbacks": None, "~logger": None, "trainer.accelerator": "cpu",
-                "trainer.devices": 1, "trainer.max_epochs": 1,
+                "trainer.devices": 1, "trainer.precision": "32-true", "trainer.max_epochs": 1,
                 "trainer.limit_train_batches": plan.warmup_steps + plan.measured_steps,
                 "trainer.limit_val_batches": plan.val_batches, "trainer.num_sanity_val_steps": 0,
                 "trainer.enable_checkpointing": "false", "trainer.enable_progress_bar": "false",
@@ -309,6 +309,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"digitrec benchmark ({env['mode']}): torch {env['torch']}, threads: {env['threads']}, CPU: {env['cpu']}, fp32",
         f"data: {env['data']}",
+        f"precision: every table in fp32; `trainer.precision=auto` trains in {env['auto_precision']} on this CPU"
+        + (" (see the variants)" if env["auto_precision"] != "32-true" else ""),
         *load_warning(env["load_average_at_start"]),
         f"fp32 matmul peak: {result['matmul_gflops']:.1f} GFLOP/s ({MATMUL_SIZE}×{MATMUL_SIZE} sgemm, median of {plan['matmul_repeats']})",
         "",
@@ -384,6 +386,7 @@ def run(models: list[str], quick: bool) -> dict[str, Any]:
     return {
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
                         "mode": "quick" if quick else "full", "data": data, "device": "cpu", "precision": "fp32",
+                        "auto_precision": choose_precision("auto", "cpu")[0],
                         "load_average_at_start": load},
         "plan": asdict(plan),
         "batch_size": datamodule.hparams.batch_size,

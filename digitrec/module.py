@@ -155,7 +155,10 @@ class DigitClassifier(L.LightningModule):
         return logits  # for callbacks (digitrec.plots.DiagnosticsLogger)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, y = self._step(batch)
+        # In fp32 whatever the training precision, so that test/acc is the accuracy evaluate.py and
+        # DigitPredictor (fp32) report for the same checkpoint, not a few digits off under autocast.
+        with torch.autocast(self.device.type, enabled=False):
+            loss, logits, y = self._step(batch)
         self.test_acc(logits, y)
         self.log("test/loss", loss, sync_dist=True)
         self.log("test/acc", self.test_acc)

@@ -22,6 +22,7 @@ from digitrec.baselines import PerSampleMNIST, plain_loop_timeline, seed_transfo
 from digitrec.data import MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.models import MODELS, build_model, count_parameters
+from digitrec.trainer import cpu_has_bf16
 
 TINY = bench.Plan(warmup_steps=1, measured_steps=2, segment=1, val_batches=2, eval_repeats=1,
                   matmul_repeats=1, augment_batches=1, per_sample_batches=1)
@@ -185,6 +186,8 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("digitrec benchmark (quick)") and "threads: 1" in lines[0]
     assert lines[1].startswith("data: real MNIST")
+    auto = "bf16-mixed" if cpu_has_bf16() else "32-true"  # the tables stay fp32 whatever auto picks
+    assert lines[2].startswith(f"precision: every table in fp32; `trainer.precision=auto` trains in {auto} on this CPU")
     header = next(line for line in lines if line.startswith("| model"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(bench.COLUMNS)
     rows = [line for line in lines if line.startswith("| mlp")]
@@ -201,6 +204,7 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
             "fit_vs_plain"} <= set(result["models"]["mlp"])
     assert {"batched_images_per_s", "per_sample_images_per_s", "ratio"} <= set(result["augmentation"])
     assert result["environment"]["threads"] == 1 and result["environment"]["mode"] == "quick"
+    assert result["environment"]["auto_precision"] == auto
 
 
 def test_training_variants_each_get_a_rate_against_the_first(tiny_data: MNISTDataModule, tmp_path: Path,
@@ -224,4 +228,6 @@ def test_training_variants_each_get_a_rate_against_the_first(tiny_data: MNISTDat
 def test_extra_overrides_replace_the_benchmarks_own(tmp_path: Path) -> None:
     cfg = bench.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "channels_last=false"])
     assert cfg.trainer.limit_val_batches == 0 and cfg.channels_last is False
+    assert cfg.trainer.precision == "32-true"  # fp32 tables on every CPU, against the fp32 matmul peak
+    assert bench.compose_config("cnn", TINY, tmp_path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
     assert cfg.trainer.limit_train_batches == TINY.warmup_steps + TINY.measured_steps

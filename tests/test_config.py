@@ -15,7 +15,7 @@ from omegaconf import open_dict
 from conftest import REPO, run_train
 from digitrec.errors import ConfigError
 from digitrec.module import DigitClassifier
-from digitrec.trainer import EMA, choose_precision
+from digitrec.trainer import EMA, choose_precision, cpu_has_bf16
 
 CONF = REPO / "conf"
 
@@ -88,12 +88,26 @@ def test_trainer_config_lists_every_trainer_argument() -> None:
     assert set(cfg.trainer) == expected
 
 
-def test_precision_choice() -> None:
-    assert choose_precision("auto", "cpu")[0] == "32-true"
-    assert choose_precision("16-mixed", "cpu")[0] == "32-true"
+@pytest.mark.parametrize("bf16_units", [False, True])
+def test_precision_choice(bf16_units: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("digitrec.trainer.cpu_has_bf16", lambda: bf16_units)
+    cpu = "bf16-mixed" if bf16_units else "32-true"
+    assert choose_precision("auto", "cpu")[0] == cpu
+    assert choose_precision("16-mixed", "cpu")[0] == cpu  # never Lightning's silent bf16 on a CPU without bf16 units
     assert choose_precision("bf16-mixed", "cpu")[0] == "bf16-mixed"  # asked for explicitly
+    assert choose_precision("32-true", "cpu")[0] == "32-true"
     assert choose_precision("auto", "gpu")[0] == "16-mixed"
     assert choose_precision(None, "cuda")[0] == "16-mixed"
+    assert choose_precision("32-true", "gpu")[0] == "32-true"
+
+
+def test_bf16_units_are_read_from_cpu_flags() -> None:
+    base = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f"
+    assert not cpu_has_bf16(base + " avx512bw\n")
+    assert cpu_has_bf16(base + " avx512_bf16 avx512bw\n")  # Zen 4, Cooper Lake
+    assert cpu_has_bf16(base + " amx_bf16 amx_tile\n")  # Sapphire Rapids and later
+    assert not cpu_has_bf16("processor\t: 0\nFeatures\t: fp asimd\n")  # no x86 flags line: not measured
+    assert isinstance(cpu_has_bf16(), bool)  # this machine's /proc/cpuinfo, or False without one
 
 
 @pytest.mark.parametrize(

@@ -44,3 +44,29 @@ def test_step_loss_logged_every_n_steps_and_epoch_loss_is_the_weighted_mean(tmp_
     expected = sum(l * n for l, n in zip(losses.losses, losses.sizes)) / sum(losses.sizes)
     assert losses.sizes[-1] == 6 and epoch_loss == pytest.approx(expected, rel=1e-5)
     assert epoch_loss != pytest.approx(sum(losses.losses) / len(losses.losses), rel=1e-5)  # weighted, not per batch
+
+
+def test_test_step_runs_in_fp32_under_bf16_autocast(tmp_path: Path) -> None:
+    """test/acc must be the checkpoint's fp32 accuracy (what evaluate.py reports), whatever the training precision."""
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=32)
+    outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+
+    class Keep(L.Callback):
+        def on_validation_batch_end(self, trainer, pl_module, out, batch, batch_idx, dataloader_idx=0) -> None:
+            outputs["val"].append(out)
+
+        def on_test_batch_end(self, trainer, pl_module, out, batch, batch_idx, dataloader_idx=0) -> None:
+            outputs["test"].append(out)
+
+    module = DigitClassifier(net="cnn").eval()
+    trainer = L.Trainer(precision="bf16-mixed", accelerator="cpu", logger=False, callbacks=[Keep()],
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.validate(module, loader)
+    trainer.test(module, loader)
+    assert outputs["val"][0].dtype == torch.bfloat16  # validation keeps the fast autocast
+    assert all(logits.dtype == torch.float32 for logits in outputs["test"])
+    with torch.no_grad():
+        expected = torch.cat([module(x) for x, _ in loader])
+    torch.testing.assert_close(torch.cat(outputs["test"]), expected)
