@@ -106,6 +106,17 @@ class EMA(WeightAveraging):
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
             raise ConfigError(f"EMA decay must be a number in (0, 1), e.g. 0.999; got {decay!r}.")
         super().__init__(avg_fn=functools.partial(_ema_update, decay=float(decay)), **kwargs)
+        self.decay = float(decay)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Warn when the run is too short for the warm-up to reach `decay`: then `decay` changes nothing."""
+        updates = trainer.estimated_stepping_batches
+        reached_after = math.ceil((10 * self.decay - 1) / (1 - self.decay) - 1e-6)  # (1+n)/(10+n) >= decay
+        if math.isfinite(updates) and updates - 1 < reached_after:
+            log.warning("EMA decay %g is reached after %s updates, but this run makes %s: the warm-up decay "
+                        "(1+n)/(10+n) sets the average for the whole run and ends at %.4f: any callbacks.ema.decay "
+                        "above that gives the same run.", self.decay, f"{reached_after:,}", f"{int(updates):,}",
+                        updates / (9 + updates))
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

@@ -185,6 +185,24 @@ def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None
     assert not torch.allclose(module.layer.weight, module.history[-1])
 
 
+def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, caplog) -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
+    for decay in (0.6, 0.9):  # 20 updates: (1+n)/(10+n) passes 0.6 at n = 13, 0.9 only at n = 80
+        trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=decay)], logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        with caplog.at_level("WARNING", logger="digitrec.trainer"):
+            caplog.clear()
+            trainer.fit(_Line(), data)
+        warnings = [r.getMessage() for r in caplog.records if "EMA decay" in r.getMessage()]
+        if decay == 0.6:
+            assert warnings == []
+        else:
+            assert len(warnings) == 1
+            assert "reached after 80 updates, but this run makes 20" in warnings[0]
+            # 20 / 29: the decay of the last update
+            assert "ends at 0.6897: any callbacks.ema.decay above that" in warnings[0]
+
+
 def test_ema_rejects_a_decay_outside_0_1() -> None:
     with pytest.raises(ConfigError, match=r"EMA decay must be a number in \(0, 1\)"):
         EMA(decay=1.0)
