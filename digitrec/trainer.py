@@ -87,10 +87,15 @@ class RNGState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+def _warmup_decay(n: Any) -> Any:
+    """The EMA's decay after n updates before the cap: a float for a float, a tensor for a tensor."""
+    return (1 + n) / (10 + n)
+
+
 def _ema_update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor,
                 decay: float) -> torch.Tensor:
     # Kept as tensors (no float(num_averaged)): a host sync per parameter per step on a GPU otherwise.
-    d = ((1 + num_averaged) / (10 + num_averaged)).clamp(max=decay)
+    d = _warmup_decay(num_averaged).clamp(max=decay)
     return averaged + (current - averaged) * (1 - d)
 
 
@@ -111,12 +116,14 @@ class EMA(WeightAveraging):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Warn when the run is too short for the warm-up to reach `decay`: then `decay` changes nothing."""
         updates = trainer.estimated_stepping_batches
-        reached_after = math.ceil((10 * self.decay - 1) / (1 - self.decay) - 1e-6)  # (1+n)/(10+n) >= decay
-        if math.isfinite(updates) and updates - 1 < reached_after:
+        last_decay = _warmup_decay(updates - 1)  # the first update copies; the n-th after it uses n
+        if math.isfinite(updates) and last_decay < self.decay:
+            # the n at which _warmup_decay(n) reaches decay
+            reached_after = math.ceil((10 * self.decay - 1) / (1 - self.decay) - 1e-6)
             log.warning("EMA decay %g is reached after %s updates, but this run makes %s: the warm-up decay "
                         "(1+n)/(10+n) sets the average for the whole run and ends at %.4f: any callbacks.ema.decay "
                         "above that gives the same run.", self.decay, f"{reached_after:,}", f"{int(updates):,}",
-                        updates / (9 + updates))
+                        last_decay)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
