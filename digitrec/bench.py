@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,8 +31,10 @@ from omegaconf import DictConfig
 
 from digitrec.augment import augment_batch
 from digitrec.baselines import PerSampleMNIST, plain_loop_timeline, seed_loaders, seed_transforms
-from digitrec.data import REPO_ROOT, MNISTDataModule, normalize
+from digitrec.data import MNISTDataModule
+from digitrec.mnist import REPO_ROOT, normalize
 from digitrec.errors import ConfigError, DataError, exit_on_user_error
+from digitrec.latency import cpu_model
 from digitrec.measure import Timeline, forward_flops, matmul_peak, median_time, segment_median
 from digitrec.models import MODELS
 from digitrec.module import DigitClassifier
@@ -100,7 +101,7 @@ def load_data(tmp: Path) -> tuple[MNISTDataModule, str]:
     except DataError:
         missing_in = datamodule.raw_dir
     datamodule = MNISTDataModule(data_dir=str(write_random_mnist(tmp / "random")), download=False)
-    with quiet_logger("digitrec.data"):  # it warns that the files are not the canonical ones
+    with quiet_logger("digitrec.mnist"):  # it warns that the files are not the canonical ones
         datamodule.setup("fit")
     return datamodule, f"RANDOM uint8 data with MNIST's shapes (no MNIST in {missing_in}; set DIGITREC_DATA_DIR)"
 
@@ -293,14 +294,6 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows)]
     lines = [columns, ["-" * w for w in widths], *rows]
     return "\n".join("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |" for line in lines)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def report(result: dict[str, Any]) -> str:

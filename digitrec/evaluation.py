@@ -23,7 +23,8 @@ from torchmetrics.classification import (
 
 from digitrec.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
 from digitrec.checkpoints import read_checkpoint, resolve_device
-from digitrec.data import EVAL_BATCH_SIZE, NUM_CLASSES, MNISTDataModule, normalize
+from digitrec.data import EVAL_BATCH_SIZE, MNISTDataModule
+from digitrec.mnist import NUM_CLASSES, normalize
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
 from digitrec.module import DigitClassifier
 from digitrec.plots import (

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from digitrec.checkpoints import load_network, load_temperature
-from digitrec.data import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from digitrec.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 
 FORMATS = ("torchscript", "onnx")

@@ -5,12 +5,19 @@ is the same) it prints a markdown table row: single-image latency p50 / p95 of
 `DigitPredictor.predict` on a 300×300 PNG file of a dark digit on light paper (reading,
 preprocessing and the network included), the preprocessing's share of it, and the network's
 throughput on batches of normalised 28×28 images.
+
+`--startup N` instead times whole processes, N runs each, alternating: `python -c "import torch"`
+against `digitrec-predict` answering for one image (start-up, imports, checkpoint, answer).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +27,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from digitrec.data import IMAGE_SIZE
+from digitrec.mnist import IMAGE_SIZE
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.models import MODELS, build_model, count_parameters
 from digitrec.predict import DigitPredictor
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (numbers are only comparable on the same one)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def user_like_digit(path: Path, side: int = 300, seed: int = 0) -> Path:
@@ -70,6 +86,31 @@ def measure(predictor: DigitPredictor, image: Path, repeats: int, batch_size: in
     }
 
 
+def startup_seconds(checkpoint: Path, image: Path, runs: int) -> dict[str, list[float]]:
+    """Wall times of whole processes: importing torch, and `digitrec-predict` on one image; alternated."""
+    commands = {
+        "python -c 'import torch'": [sys.executable, "-c", "import torch"],
+        "digitrec-predict one.png --checkpoint CKPT": [sys.executable, "-m", "digitrec.predict", str(image),
+                                                       "--checkpoint", str(checkpoint), "--device", "cpu"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _print_startup(checkpoint: Path, image: Path, runs: int) -> None:
+    times = startup_seconds(checkpoint, image, runs)
+    base = statistics.median(next(iter(times.values())))
+    print(f"| command | median of {runs} (s) | range (s) | vs import torch |\n|---|---:|---:|---:|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| `{name}` | {median:.2f} | {min(values):.2f}–{max(values):.2f} | {median / base:.2f}× |")
+
+
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m digitrec.latency", description=__doc__.split("\n\n")[0])
@@ -78,15 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200, help="single-image calls per model (default 200)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--startup", type=int, metavar="RUNS", default=None,
+                        help="time whole processes instead: import torch vs digitrec-predict on one image, RUNS each")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
-        raise ConfigError("--repeats, --batch-size and --threads must be positive.")
+    if args.repeats < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1) \
+            or (args.startup is not None and args.startup < 1):
+        raise ConfigError("--repeats, --batch-size, --threads and --startup must be positive.")
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         image = user_like_digit(Path(tmp) / "digit.png")
+        if args.startup:
+            checkpoint = args.checkpoint[0] if args.checkpoint else untrained_checkpoint("cnn", Path(tmp) / "cnn.ckpt")
+            print(f"CPU: {cpu_model()}, torch {torch.__version__}; {checkpoint.name}\n")
+            _print_startup(checkpoint, image, args.startup)
+            return 0
         checkpoints = args.checkpoint or [untrained_checkpoint(name, Path(tmp) / f"{name}.ckpt") for name in MODELS]
-        print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        print(f"CPU: {cpu_model()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads; {args.repeats} single-image calls, batches of {args.batch_size}"
               + ("" if args.checkpoint else "; untrained weights") + "\n")
         print(f"| model | parameters | single image p50 (ms) | p95 (ms) | of which preprocessing p50 (ms) "

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from digitrec.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from digitrec.mnist import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 
 RIGHT, WRONG = "tab:green", "tab:red"
 

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from digitrec.checkpoints import load_network, load_temperature, resolve_device
-from digitrec.data import NUM_CLASSES
+from digitrec.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 from digitrec.images import ImageInput, ImageWarning, describe, read_image
 from digitrec.models import model_name as registry_name

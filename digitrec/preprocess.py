@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.data import IMAGE_SIZE, normalize
+from digitrec.mnist import IMAGE_SIZE, normalize
 from digitrec.images import ImageError, ImageInput, describe, read_image
 
 WORK_SIDE = 512  # larger images are reduced to this longer side before anything else

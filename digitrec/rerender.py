@@ -72,7 +72,7 @@ def _digits(results: list[dict]) -> np.ndarray:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    from digitrec.data import default_data_dir, load_split, raw_dir  # torch and the networks: only when run
+    from digitrec.mnist import default_data_dir, load_split, raw_dir  # torch and the networks: only when run
     from digitrec.predict import DigitPredictor
 
     parser = argparse.ArgumentParser(prog="python -m digitrec.rerender", description=__doc__.split("\n\n")[0])

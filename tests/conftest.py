@@ -48,13 +48,14 @@ def fake_mnist(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST data_dir ($DIGITREC_DATA_DIR, as CI sets it)."""
-    from digitrec.data import FILES, default_data_dir, raw_dir
+    """The real MNIST data_dir: $DIGITREC_DATA_DIR when set, else the copy the repository ships."""
+    from digitrec.mnist import FILES, default_data_dir, raw_dir
 
     folder = default_data_dir()
     missing = [s for s in FILES if not any((raw_dir(folder) / (s + e)).is_file() for e in ("", ".gz"))]
     if missing:
-        pytest.fail(f"Real MNIST not found in {raw_dir(folder)} (missing {missing}); set DIGITREC_DATA_DIR.")
+        pytest.fail(f"Real MNIST not found in {raw_dir(folder)} (missing {missing}): restore the repository's "
+                    "data/MNIST/raw (git checkout -- data) or point DIGITREC_DATA_DIR at a copy.")
     return folder
 
 

@@ -6,7 +6,8 @@ import torch
 
 from conftest import make_fake_mnist, write_idx
 from digitrec.augment import augment_batch, homography, random_affine, warp
-from digitrec.data import MNIST_MEAN, MNIST_STD, MNISTDataModule, load_split, read_idx
+from digitrec.data import MNISTDataModule
+from digitrec.mnist import FILES, MNIST_MEAN, MNIST_STD, REPO_ROOT, default_data_dir, load_split, raw_dir, read_idx
 from digitrec.errors import ConfigError, DataError
 
 
@@ -103,7 +104,18 @@ def test_download_failure_says_which_files_to_put_where(tmp_path: Path, monkeypa
     dm = MNISTDataModule(data_dir=str(tmp_path))
     with pytest.raises(DataError, match=r"Could not download .*Put the four files"):
         dm.prepare_data()
-    assert not list((tmp_path / "MNIST" / "raw").glob("*.gz")), "no partial download may be left behind"
+    assert not (tmp_path / "MNIST").exists(), "a failed download leaves no files and no folders behind"
+    assert tmp_path.exists(), "a folder that was there before stays"
+
+
+def test_repository_ships_canonical_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh clone trains offline: the default data_dir holds the four canonical files."""
+    monkeypatch.delenv("DIGITREC_DATA_DIR", raising=False)
+    folder = raw_dir(default_data_dir())
+    assert folder == REPO_ROOT / "data" / "MNIST" / "raw"
+    for stem, md5 in FILES.items():
+        _, actual = read_idx(folder / f"{stem}.gz")
+        assert actual == md5, f"{stem}.gz is not the canonical MNIST file"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import REPO, run_train
 from digitrec.calibration import calibration_errors, fit_temperature
-from digitrec.data import FILES, NUM_CLASSES
+from digitrec.mnist import FILES, NUM_CLASSES
 from digitrec.errors import CheckpointError, ConfigError
 from digitrec.evaluation import REPORT_FILES, evaluate_checkpoint, find_newest_checkpoint, load_checkpoint
 from digitrec.sweep import compare_sweep

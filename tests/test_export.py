@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from digitrec import DigitPredictor
-from digitrec.data import load_split, raw_dir
+from digitrec.mnist import load_split, raw_dir
 from digitrec.errors import CheckpointError, ConfigError
 from digitrec.export import METADATA_KEY, PARITY_TOLERANCE, default_output_dir, export, main, run_exported
 from digitrec.preprocess import preprocess

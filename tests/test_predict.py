@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from digitrec import DigitPredictor
-from digitrec.data import load_split, raw_dir
+from digitrec.mnist import load_split, raw_dir
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
 from digitrec.images import ImageError
 from digitrec.latency import main as latency_main
@@ -75,6 +75,15 @@ def test_import_digitrec_is_light_and_exports_the_predictor() -> None:
             "from digitrec import DigitPredictor; print(DigitPredictor.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "digitrec.predict"
+
+
+def test_inference_paths_import_neither_lightning_nor_hydra() -> None:
+    """Prediction and export start fast: no training framework is imported on their way in."""
+    code = ("import sys, digitrec.predict, digitrec.export; "
+            "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'torchmetrics') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_every_input_kind_gets_a_well_formed_answer(predictor: DigitPredictor, test_split, tmp_path: Path) -> None:
@@ -349,6 +358,13 @@ def test_latency_benchmark_runs(checkpoint: Path, capsys) -> None:
     assert latency_main(["--checkpoint", str(checkpoint), "--repeats", "3", "--batch-size", "8"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 1 and all(float(v.replace(",", "")) > 0 for v in rows[0].strip("|").split("|")[2:])
+
+
+def test_startup_benchmark_times_both_commands(checkpoint: Path, capsys) -> None:
+    assert latency_main(["--startup", "1", "--checkpoint", str(checkpoint)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["python -c 'import torch'", "digitrec-predict one.png --checkpoint CKPT"]
+    assert rows[0].endswith("| 1.00× |") and float(rows[1].rsplit("|", 2)[1].strip(" ×")) > 0
 
 
 def test_untrained_checkpoints_load_for_every_model(tmp_path: Path) -> None:

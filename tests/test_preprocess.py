@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitrec.data import load_split, raw_dir
+from digitrec.mnist import load_split, raw_dir
 from digitrec.images import MAX_PIXELS, ImageError, ImageWarning, read_image
 from digitrec.preprocess import DIGIT_SIDE, Preprocessed, mnist_style, preprocess, to_grayscale
 from digitrec.rerender import rerender
