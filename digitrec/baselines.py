@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
@@ -16,9 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from digitrec.augment import augment_batch
-from digitrec.data import MNIST_MEAN, MNIST_STD, MNISTDataModule, normalize
+from digitrec.data import MNISTDataModule
+from digitrec.mnist import MNIST_MEAN, MNIST_STD, normalize
 from digitrec.measure import Timeline
-from digitrec.module import fused_default
+from digitrec.module import build_optimization
 
 
 def seed_transforms(train: bool) -> v2.Compose:
@@ -62,9 +62,7 @@ def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDat
     """
     timeline = Timeline()
     batch, eval_batch = datamodule.hparams.batch_size, datamodule.hparams.eval_batch_size
-    make_optimizer = instantiate(cfg.optimizer)
-    optimizer = make_optimizer(params=module.parameters(), **fused_default(cfg.optimizer, make_optimizer, "32-true"))
-    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps)
+    optimizer, scheduler = build_optimization(module.parameters(), cfg.optimizer, cfg.scheduler, steps, "32-true")
     images, labels = datamodule.train_set.images, datamodule.train_set.labels
     order = torch.randperm(len(labels))
     module.train()

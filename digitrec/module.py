@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitrec.data import NUM_CLASSES
+from digitrec.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, TrainingDiverged
 from digitrec.models import build_model, count_parameters, model_name
 
@@ -59,6 +59,28 @@ def _instantiate(section: str, cfg: Mapping[str, Any]) -> Any:
         raise ConfigError(f"Cannot build {section} from {cfg}: {e}") from None
 
 
+def build_optimization(params: Any, optimizer_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any] | None,
+                       run_length: int, precision: str | None = None) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimizer and (or None) the per-step scheduler for a run of `run_length` optimizer steps.
+
+    Any error in either config (unknown class, unknown or invalid argument) is a `ConfigError`.
+    """
+    make_optimizer = _instantiate("optimizer", optimizer_cfg)
+    fused = fused_default(optimizer_cfg, make_optimizer, precision)
+    try:
+        optimizer = make_optimizer(params=params, **fused)
+    except Exception as e:
+        raise ConfigError(f"Cannot build optimizer from {optimizer_cfg}: {e}") from None
+    if scheduler_cfg is None:
+        return optimizer, None
+    make_scheduler = _instantiate("scheduler", scheduler_cfg)
+    wanted = inspect.signature(make_scheduler.func).parameters
+    try:
+        return optimizer, make_scheduler(optimizer, **{k: run_length for k in _RUN_LENGTH_ARGS if k in wanted})
+    except Exception as e:
+        raise ConfigError(f"Cannot build scheduler from {scheduler_cfg}: {e}") from None
+
+
 class DigitClassifier(L.LightningModule):
     """Cross-entropy with label smoothing, micro accuracy from torchmetrics, per-step LR schedule.
 
@@ -83,6 +105,8 @@ class DigitClassifier(L.LightningModule):
         _check_rates("scheduler", scheduler or {})
         if not 0 <= label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+        # Built once on a stand-in parameter, so that a bad config stops the run before any data is read.
+        build_optimization([torch.nn.Parameter(torch.zeros(1))], optimizer, scheduler, run_length=100)
         self.save_hyperparameters({"net": net, "optimizer": optimizer, "scheduler": scheduler,
                                    "label_smoothing": label_smoothing, "channels_last": channels_last})
         self.model_name = model_name(net)
@@ -165,13 +189,9 @@ class DigitClassifier(L.LightningModule):
         return logits
 
     def configure_optimizers(self) -> dict[str, Any]:
-        make_optimizer = _instantiate("optimizer", self.hparams.optimizer)
-        fused = fused_default(self.hparams.optimizer, make_optimizer, getattr(self._trainer, "precision", None))
-        optimizer = make_optimizer(params=self.parameters(), **fused)
-        if self.hparams.scheduler is None:
+        optimizer, scheduler = build_optimization(
+            self.parameters(), self.hparams.optimizer, self.hparams.scheduler,
+            run_length=int(self.trainer.estimated_stepping_batches), precision=getattr(self._trainer, "precision", None))
+        if scheduler is None:
             return {"optimizer": optimizer}
-        make_scheduler = _instantiate("scheduler", self.hparams.scheduler)
-        wanted = inspect.signature(make_scheduler.func).parameters
-        run_length = {k: int(self.trainer.estimated_stepping_batches) for k in _RUN_LENGTH_ARGS if k in wanted}
-        scheduler = make_scheduler(optimizer, **run_length)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

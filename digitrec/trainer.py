@@ -126,9 +126,23 @@ class EMA(WeightAveraging):
                         last_decay)
 
 
+def _fit_to_cpu(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    """A GPU recipe (e.g. `trainer=ddp`) run on CPUs: SyncBatchNorm off, and `devices=-1` refused."""
+    if _uses_cuda(str(trainer_cfg.get("accelerator", "auto"))):
+        return trainer_cfg
+    if trainer_cfg.get("devices") == -1:
+        raise ConfigError("trainer.devices=-1 means every GPU, and this run has none: give a number of CPU "
+                          "processes instead, e.g. trainer=ddp_cpu (2 processes) or trainer.devices=2.")
+    if trainer_cfg.get("sync_batchnorm"):
+        log.info("sync_batchnorm off: SyncBatchNorm works on GPUs only; on CPUs each process normalises "
+                 "with its own batch statistics.")
+        trainer_cfg["sync_batchnorm"] = False
+    return trainer_cfg
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Instantiate callbacks and loggers, resolve `precision: auto`, and build the Trainer."""
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg = _fit_to_cpu(OmegaConf.to_container(cfg.trainer, resolve=True))
     precision, reason = choose_precision(trainer_cfg.pop("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
     log.info("Precision %s: %s.", precision, reason)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

@@ -15,7 +15,7 @@ from omegaconf import open_dict
 from conftest import REPO, run_train
 from digitrec.errors import ConfigError
 from digitrec.module import DigitClassifier
-from digitrec.trainer import EMA, choose_precision, cpu_has_bf16
+from digitrec.trainer import EMA, build_trainer, choose_precision, cpu_has_bf16
 
 CONF = REPO / "conf"
 
@@ -121,13 +121,40 @@ def test_bf16_units_are_read_from_cpu_flags() -> None:
     ],
 )
 def test_bad_values_fail_before_training_with_one_clear_line(override: str, message: str, tmp_path: Path) -> None:
-    proc = run_train(override, "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}", check=False, timeout=120)
+    # No data where the run looks, and no download: an error about data would mean the data came first.
+    empty = tmp_path / "no-data"
+    proc = run_train(override, "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}",
+                     f"data.data_dir={empty}", "+data.download=false", check=False, timeout=120)
     assert proc.returncode == 1
     output = proc.stdout + proc.stderr
     assert "Traceback" not in output
     error_lines = [line for line in output.splitlines() if "ERROR" in line or line.startswith("error:")]
     assert len(error_lines) == 1 and re.search(message, error_lines[0]), output[-2000:]
     assert "Epoch 0" not in output
+
+
+@pytest.mark.parametrize("optimizer, scheduler, message", [
+    ({"lrr": 0.1}, None, "Cannot build optimizer"),  # an argument the optimizer does not take
+    ({"betas": "abc"}, None, "Cannot build optimizer"),
+    ({}, {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "eta_minn": 0},
+     "Cannot build scheduler"),
+    ({}, {"_target_": "torch.optim.lr_scheduler.NoSuchLR", "_partial_": True}, "Cannot build scheduler"),
+])
+def test_optimizer_and_scheduler_are_checked_when_the_module_is_built(optimizer, scheduler, message) -> None:
+    """train.py builds the module before any data is read, so these errors come first."""
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, **optimizer}
+    with pytest.raises(ConfigError, match=message):
+        DigitClassifier(net="mlp", optimizer=optimizer, scheduler=scheduler)
+
+
+def test_gpu_ddp_recipe_on_cpus_drops_syncbatchnorm_or_points_at_ddp_cpu(tmp_path: Path) -> None:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    trainer = build_trainer(compose_train(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], tmp_path))
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2
+    assert trainer.strategy._layer_sync is None  # no SyncBatchNorm: it refuses CPU modules
+    with pytest.raises(ConfigError, match=r"devices=-1 means every GPU.*trainer=ddp_cpu"):
+        build_trainer(compose_train(["trainer=ddp", "trainer.accelerator=cpu"], tmp_path))
 
 
 def test_unknown_optimizer_group_lists_the_options(tmp_path: Path) -> None:

@@ -82,15 +82,17 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, m
     full, cut, resumed = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
     run_train(*args, f"hydra.run.dir={full}")
 
+    # Ctrl-C as in a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored.
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={cut}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = cut / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert not (cut / "summary.json").exists(), "the run was meant to be interrupted"
+    output = proc.communicate(timeout=120)[0].decode(errors="replace")
+    assert not (cut / "summary.json").exists(), f"the run was meant to be interrupted:\n{output[-3000:]}"
     stopped_at = torch.load(last, weights_only=True)["epoch"]
     assert stopped_at < 2
 
