@@ -9,7 +9,8 @@ import hydra
 from omegaconf import DictConfig
 
 from digitrec.errors import exit_on_user_error
-from digitrec.evaluation import evaluate_checkpoint, find_newest_checkpoint
+from digitrec.checkpoints import find_newest_checkpoint
+from digitrec.evaluation import evaluate_checkpoint
 from digitrec.sweep import compare_sweep, is_multirun_dir
 
 log = logging.getLogger("evaluate")

@@ -55,6 +55,28 @@ def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.dev
     return content
 
 
+def find_newest_checkpoint(search_dir: Path, option: str = "ckpt_path=") -> Path:
+    """The most recently written `*-best.ckpt` anywhere under `search_dir`; `option` is how the
+    command that asks takes a checkpoint, for the error message."""
+    found = sorted(search_dir.rglob("*-best.ckpt"), key=lambda p: p.stat().st_mtime) if search_dir.is_dir() else []
+    if not found:
+        raise CheckpointError(
+            f"No *-best.ckpt under {search_dir}/. Train a model first, e.g. `python train.py model=cnn "
+            f"trainer.max_epochs=1`, or pass {option}path/to/model.ckpt."
+        )
+    return found[-1]
+
+
+def resolve_checkpoint(path: str | os.PathLike | None, search_dir: Path = Path("outputs"),
+                       option: str = "--checkpoint ") -> Path:
+    """A checkpoint file as given; for a folder (a run, a sweep), or None (`search_dir`), the newest
+    `*-best.ckpt` under it."""
+    if path is None:
+        return find_newest_checkpoint(search_dir, option)
+    path = Path(path)
+    return find_newest_checkpoint(path, option) if path.is_dir() else path
+
+
 def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, str]:
     """The network stored in a digitrec training checkpoint, in eval mode, and its registry name."""
     path = Path(checkpoint)

@@ -49,17 +49,6 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def find_newest_checkpoint(search_dir: Path) -> Path:
-    """The most recently written `*-best.ckpt` anywhere under `search_dir`."""
-    found = sorted(search_dir.rglob("*-best.ckpt"), key=lambda p: p.stat().st_mtime) if search_dir.is_dir() else []
-    if not found:
-        raise CheckpointError(
-            f"No *-best.ckpt under {search_dir}/. Train a model first, e.g. `python train.py model=cnn "
-            "trainer.max_epochs=1`, or pass ckpt_path=path/to/model.ckpt."
-        )
-    return found[-1]
-
-
 def _short(error: BaseException, limit: int = 300) -> str:
     text = str(error).strip().splitlines()
     text = text[0] if text else type(error).__name__

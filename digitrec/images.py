@@ -7,10 +7,11 @@ that are usable with a caveat (only the first frame of an animation) raise an `I
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from PIL import Image, ImageOps
 
 from digitrec.errors import DigitrecError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
 
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (decompression bombs)
 MIN_SIDE = 8  # smaller images cannot hold a recognisable digit
@@ -38,6 +39,8 @@ def describe(source: ImageInput) -> str:
     """How an input is named in messages."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    if isinstance(source, bytes):
+        return f"image file contents ({len(source):,} bytes)"
     if isinstance(source, Image.Image):
         return f"PIL image ({source.mode}, {source.width}×{source.height})"
     if isinstance(source, (np.ndarray, torch.Tensor)):
@@ -49,13 +52,15 @@ def describe(source: ImageInput) -> str:
 def read_image(source: ImageInput) -> np.ndarray:
     """The image as given, float32 in [0, 1]: H×W, or H×W×C with C = 2 (gray + alpha), 3 (RGB), 4 (RGBA).
 
-    Accepts a file path, a PIL image, a numpy array (H×W or H×W×C; uint8, uint16, bool, other
-    integers in 0-255, or floats in [0, 1] or [0, 255]) or a torch tensor (C×H×W, 1×C×H×W or
-    H×W). Raises `ImageError`, naming the input, for anything unusable.
+    Accepts a file path, the bytes of an image file, a PIL image, a numpy array (H×W or H×W×C;
+    uint8, uint16, bool, other integers in 0-255, or floats in [0, 1] or [0, 255]) or a torch
+    tensor (C×H×W, 1×C×H×W or H×W). Raises `ImageError`, naming the input, for anything unusable.
     """
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
         return _read_file(Path(source))
+    if isinstance(source, bytes):
+        return decode_image(source, name)
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, name)
         try:
@@ -80,26 +85,40 @@ def _read_file(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: no such file.")
     if path.is_dir():
         raise ImageError(f"{path}: is a directory; give the image files in it.")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes).")
+    try:
+        with path.open("rb") as f:
+            return decode_image(f, str(path))
+    except PermissionError as e:
+        raise ImageError(f"{path}: cannot read it ({e.strerror}).") from None
+
+
+def decode_image(data: bytes | BinaryIO, name: str) -> np.ndarray:
+    """An image file's contents (bytes or an open binary file), decoded like `read_image` does a path.
+
+    The size is checked from the header before any pixel is decoded (decompression bombs).
+    """
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    if stream.seek(0, io.SEEK_END) == 0:
+        raise ImageError(f"{name}: empty file (0 bytes).")
+    stream.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(image.width, image.height, str(path))
-                image = _first_frame(image, str(path))
+            with Image.open(stream) as image:
+                _check_size(image.width, image.height, name)
+                image = _first_frame(image, name)
                 image.load()
-                return _pil_pixels(image, str(path))
+                return _pil_pixels(image, name)
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP...).") from None
+        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP...).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({e}).") from None
-    except PermissionError as e:
-        raise ImageError(f"{path}: cannot read it ({e.strerror}).") from None
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({e}).") from None
+    except PermissionError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{path}: truncated or corrupt image file ({e}).") from None
+        raise ImageError(f"{name}: truncated or corrupt image file ({e}).") from None
 
 
 def _check_size(width: int, height: int, name: str) -> None:

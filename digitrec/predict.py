@@ -78,7 +78,7 @@ class DigitPredictor:
 
     def predict(self, image: ImageInput) -> Result:
         """The answer for one image; an unusable image raises a `DigitrecError` naming it."""
-        return self._answer([self.prepare(image)])[0]
+        return self.answer([self.prepare(image)])[0]
 
     def predict_batch(self, images: Iterable[ImageInput]) -> list[Result]:
         """Answers in input order; the network runs on batches of `batch_size`. An unusable item gets
@@ -96,7 +96,7 @@ class DigitPredictor:
                 results.append(_failure(str(e)))
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
-            for (i, _), answer in zip(chunk, self._answer([item for _, item in chunk])):
+            for (i, _), answer in zip(chunk, self.answer([item for _, item in chunk])):
                 results[i] = answer
         return results
 
@@ -104,7 +104,7 @@ class DigitPredictor:
         """Write a PNG: the input as given, the 28×28 image the network saw, the ten probabilities."""
         given = read_image(image)
         item = self._prepare_array(given, describe(image))
-        answer = self._answer([item])[0]
+        answer = self.answer([item])[0]
         output = Path(output_path)
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,8 @@ class DigitPredictor:
         logits = self.net(batch.to(self.device, torch.float32))
         return torch.softmax(logits.double() / self.temperature, dim=1).cpu()
 
-    def _answer(self, items: Sequence[Preprocessed]) -> list[Result]:
+    def answer(self, items: Sequence[Preprocessed]) -> list[Result]:
+        """Answers for images already prepared (see `prepare`), in one batch through the network."""
         inked = [item for item in items if item.has_ink]
         probs = iter(self.probabilities(torch.stack([item.tensor() for item in inked])) if inked else [])
         return [self._result(next(probs)) if item.has_ink else _blank(item.reason) for item in items]

@@ -19,7 +19,8 @@ from conftest import REPO, run_train
 from digitrec.calibration import calibration_errors, fit_temperature
 from digitrec.mnist import FILES, NUM_CLASSES
 from digitrec.errors import CheckpointError, ConfigError
-from digitrec.evaluation import REPORT_FILES, evaluate_checkpoint, find_newest_checkpoint, load_checkpoint
+from digitrec.checkpoints import find_newest_checkpoint
+from digitrec.evaluation import REPORT_FILES, evaluate_checkpoint, load_checkpoint
 from digitrec.sweep import compare_sweep
 from digitrec.training_logs import read_training_curves
 

@@ -18,16 +18,6 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn", "deep_cnn"])
-def test_fast_dev_run_each_model(model: str, tmp_path: Path, mnist_dir: Path) -> None:
-    proc = run_train(f"model={model}", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}")
-    result = summary(tmp_path)
-    precision = "bf16-mixed" if cpu_has_bf16() else "32-true"  # precision: auto on this CPU
-    assert result["model"] == model and result["precision"] == precision
-    assert 0 <= result["test_acc"] <= 1
-    assert f"Precision {precision}: no CUDA device" in proc.stdout + proc.stderr
-
-
 def test_short_run_writes_checkpoints_logs_and_summary(tmp_path: Path, mnist_dir: Path) -> None:
     run_train("model=mlp", "debug=limit", f"hydra.run.dir={tmp_path}")
     assert (tmp_path / "checkpoints" / "mlp-best.ckpt").is_file()
@@ -55,15 +45,18 @@ def test_hparams_tab_has_final_metrics(tmp_path: Path, mnist_dir: Path) -> None:
 
 
 def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None:
-    run_train("-m", "model=mlp,cnn,deep_cnn", "debug=limit", "trainer.max_epochs=1",
-              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-              f"hydra.sweep.dir={tmp_path}")
+    proc = run_train("-m", "model=mlp,cnn,deep_cnn", "debug=limit", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                     f"hydra.sweep.dir={tmp_path}")
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert jobs == ["0_mlp", "1_cnn", "2_deep_cnn"]
+    precision = "bf16-mixed" if cpu_has_bf16() else "32-true"  # precision: auto on this CPU
     for job in jobs:
         model = job.split("_", 1)[1]
-        assert summary(tmp_path / job)["model"] == model
+        result = summary(tmp_path / job)
+        assert result["model"] == model and result["precision"] == precision and 0 <= result["test_acc"] <= 1
         assert (tmp_path / job / "checkpoints" / f"{model}-best.ckpt").is_file()
+    assert (proc.stdout + proc.stderr).count(f"Precision {precision}: no CUDA device") == 3
 
 
 def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path) -> None:

@@ -1,0 +1,58 @@
+"""`digitrec-serve` (or `python -m digitrec.serve`): the draw-a-digit page and the JSON API for one checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from digitrec.checkpoints import resolve_checkpoint
+from digitrec.errors import ConfigError, exit_on_user_error
+from digitrec.predict import DEFAULT_THRESHOLD, DigitPredictor
+
+log = logging.getLogger("digitrec.serve")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitrec-serve", description=__doc__.split(":", 1)[1].strip(),
+        epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs.")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); "
+                             "default: the newest *-best.ckpt under outputs/")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="predictions run at once (default: one per CPU core); more requests wait their turn")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per prediction (default 1: predictions run side by side instead)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
+    return parser
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads < 1 or (args.workers is not None and args.workers < 1) or not 0 < args.port < 65536:
+        raise ConfigError("--threads and --workers must be positive and --port in 1-65535.")
+    try:
+        import uvicorn
+
+        from digitrec.serve.app import create_app
+    except ImportError as e:
+        raise ConfigError(f"digitrec-serve needs FastAPI and uvicorn ({e}): pip install 'digitrec[serve]'.") from None
+    torch.set_num_threads(args.threads)
+    predictor = DigitPredictor(resolve_checkpoint(args.checkpoint), device="cpu", threshold=args.threshold)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    log.info("Serving %s", predictor)
+    log.info("Open http://%s:%d/ to draw a digit (API docs: /docs)", args.host, args.port)
+    uvicorn.run(create_app(predictor, workers=args.workers), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

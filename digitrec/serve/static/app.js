@@ -1,0 +1,230 @@
+"use strict";
+// Draw a digit; ~150 ms after the ink stops, the canvas goes to POST /predict as a PNG, and the
+// newest answer is shown: the digit, its confidence, the ten probabilities and what the network saw.
+
+const STROKE_WIDTH = 280 / 12;
+const DEBOUNCE_MS = 150;
+const INK = "#111";
+
+const canvas = document.getElementById("canvas");
+const ctx = canvas.getContext("2d");
+const pad = document.querySelector(".pad");
+const result = document.querySelector(".result");
+const prediction = document.getElementById("prediction");
+const confidence = document.getElementById("confidence");
+const bars = document.getElementById("probabilities");
+const preview = document.getElementById("preview");
+const errorBox = document.getElementById("error");
+const upload = document.getElementById("upload");
+
+let strokes = [];        // each stroke is a list of [x, y] points in canvas pixels
+let current = null;      // the stroke under the pointer
+let background = null;   // an uploaded image, drawn under the strokes
+let timer = 0;
+let latest = 0;          // number of the newest request: older answers are dropped
+let inflight = null;     // AbortController of the request under way
+
+// --- drawing -------------------------------------------------------------------------------
+
+function canvasPoint(event) {
+  // Through the canvas's on-screen size, so CSS scaling and the border do not skew strokes.
+  const box = canvas.getBoundingClientRect();
+  const x = (event.clientX - box.left - canvas.clientLeft) * (canvas.width / canvas.clientWidth);
+  const y = (event.clientY - box.top - canvas.clientTop) * (canvas.height / canvas.clientHeight);
+  return [x, y];
+}
+
+function redraw() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (background) {
+    const scale = Math.min(canvas.width / background.width, canvas.height / background.height);
+    const w = background.width * scale;
+    const h = background.height * scale;
+    ctx.drawImage(background, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+  }
+  ctx.strokeStyle = INK;
+  ctx.fillStyle = INK;
+  ctx.lineWidth = STROKE_WIDTH;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  for (const stroke of strokes) {
+    ctx.beginPath();
+    if (stroke.length === 1) {  // a tap: a dot
+      ctx.arc(stroke[0][0], stroke[0][1], STROKE_WIDTH / 2, 0, 2 * Math.PI);
+      ctx.fill();
+      continue;
+    }
+    ctx.moveTo(...stroke[0]);
+    for (const point of stroke.slice(1)) ctx.lineTo(...point);
+    ctx.stroke();
+  }
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  if (event.pointerType === "mouse" && event.button !== 0) return;
+  event.preventDefault();
+  canvas.setPointerCapture(event.pointerId);
+  current = [canvasPoint(event)];
+  strokes.push(current);
+  redraw();
+});
+
+canvas.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of events.length ? events : [event]) current.push(canvasPoint(e));
+  redraw();
+  schedulePrediction();
+});
+
+function endStroke() {
+  if (!current) return;
+  current = null;
+  schedulePrediction();
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+document.getElementById("undo").addEventListener("click", () => {
+  if (strokes.length) strokes.pop();
+  else background = null;
+  redraw();
+  schedulePrediction();
+});
+
+document.getElementById("clear").addEventListener("click", () => {
+  strokes = [];
+  background = null;
+  redraw();
+  schedulePrediction();
+});
+
+// --- uploads: file picker and drag-and-drop ------------------------------------------------
+
+function useFile(file) {
+  if (!file) return;
+  strokes = [];
+  background = null;
+  createImageBitmap(file)
+    .then((bitmap) => { background = bitmap; redraw(); })
+    .catch(() => redraw());  // the browser cannot show it; the server still says what it makes of it
+  clearTimeout(timer);
+  send(file, file.name);
+}
+
+upload.addEventListener("change", () => {
+  useFile(upload.files[0]);
+  upload.value = "";  // choosing the same file again is a new upload
+});
+
+pad.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  pad.classList.add("dragging");
+});
+pad.addEventListener("dragleave", () => pad.classList.remove("dragging"));
+pad.addEventListener("drop", (event) => {
+  event.preventDefault();
+  pad.classList.remove("dragging");
+  useFile(event.dataTransfer.files[0]);
+});
+
+// --- asking the server -----------------------------------------------------------------------
+
+function isEmpty() {
+  return strokes.length === 0 && background === null;
+}
+
+function schedulePrediction() {
+  clearTimeout(timer);
+  if (isEmpty()) {
+    latest += 1;  // an answer still on its way is for ink that is gone
+    if (inflight) inflight.abort();
+    showNothing();
+    return;
+  }
+  timer = setTimeout(() => canvas.toBlob((blob) => send(blob, "drawing.png"), "image/png"), DEBOUNCE_MS);
+}
+
+async function send(blob, name) {
+  const id = ++latest;
+  if (inflight) inflight.abort();
+  inflight = new AbortController();
+  result.classList.add("loading");
+  result.setAttribute("aria-busy", "true");
+  const form = new FormData();
+  form.append("file", blob, name);
+  try {
+    const response = await fetch("/predict", { method: "POST", body: form, signal: inflight.signal });
+    const body = await response.json().catch(() => ({}));
+    if (id !== latest) return;
+    if (response.ok) showAnswer(body);
+    else showError(body.error || `The server answered ${response.status} ${response.statusText}.`);
+  } catch (error) {
+    if (error.name !== "AbortError" && id === latest) showError(`Cannot reach the server (${error.message}).`);
+  } finally {
+    if (id === latest) {
+      result.classList.remove("loading");
+      result.removeAttribute("aria-busy");
+    }
+  }
+}
+
+// --- showing the answer ----------------------------------------------------------------------
+
+function buildBars() {
+  for (let digit = 0; digit < 10; digit++) {
+    const item = document.createElement("li");
+    item.dataset.digit = String(digit);
+    item.innerHTML = `<span>${digit}</span><span class="track"><span class="fill"></span></span>` +
+                     `<span class="value">–</span>`;
+    bars.append(item);
+  }
+}
+
+function showBars(probabilities, winner) {
+  for (const item of bars.children) {
+    const digit = Number(item.dataset.digit);
+    const p = probabilities ? probabilities[digit] : 0;
+    item.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    item.querySelector(".value").textContent = probabilities ? `${(100 * p).toFixed(1)} %` : "–";
+    item.classList.toggle("winner", digit === winner);
+    item.setAttribute("aria-label", `digit ${digit}: ${probabilities ? (100 * p).toFixed(1) + " percent" : "no answer"}`);
+  }
+}
+
+function showAnswer(answer) {
+  errorBox.hidden = true;
+  result.classList.toggle("not-digit", !answer.is_digit);
+  prediction.textContent = answer.is_digit ? String(answer.digit) : "?";
+  if (answer.is_digit) {
+    confidence.textContent = `${(100 * answer.confidence).toFixed(1)} % confident`;
+  } else {
+    const guess = answer.digit === null ? "" : ` (best guess ${answer.digit})`;
+    confidence.textContent = `Not a digit: ${answer.reason}${guess}`;
+  }
+  showBars(answer.probabilities, answer.is_digit ? answer.digit : null);
+  if (answer.seen) preview.src = answer.seen;
+  else preview.removeAttribute("src");
+}
+
+function showNothing() {
+  errorBox.hidden = true;
+  result.classList.remove("not-digit", "loading");
+  prediction.textContent = "?";
+  confidence.textContent = "Draw a digit to start.";
+  showBars(null, null);
+  preview.removeAttribute("src");
+}
+
+function showError(message) {
+  prediction.textContent = "?";
+  confidence.textContent = "";
+  showBars(null, null);
+  preview.removeAttribute("src");
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+}
+
+buildBars();
+redraw();
