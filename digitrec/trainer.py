@@ -93,9 +93,11 @@ def _warmup_decay(n: Any) -> Any:
 
 
 def _ema_update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor,
-                decay: float) -> torch.Tensor:
+                decay: float | None) -> torch.Tensor:
     # Kept as tensors (no float(num_averaged)): a host sync per parameter per step on a GPU otherwise.
-    d = _warmup_decay(num_averaged).clamp(max=decay)
+    d = _warmup_decay(num_averaged)
+    if decay is not None:
+        d = d.clamp(max=decay)
     return averaged + (current - averaged) * (1 - d)
 
 
@@ -105,16 +107,20 @@ class EMA(WeightAveraging):
     The decay after n updates is min(decay, (1 + n) / (10 + n)), so the average follows the model
     from the first epoch on; with a fixed decay it would stay close to the random initial weights
     for the first thousand steps, and `val/acc` (computed with the averaged weights) near chance.
+    `decay=None` keeps the warm-up decay for the whole run (it grows towards 1 with the run's length).
     """
 
-    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
-            raise ConfigError(f"EMA decay must be a number in (0, 1), e.g. 0.999; got {decay!r}.")
-        super().__init__(avg_fn=functools.partial(_ema_update, decay=float(decay)), **kwargs)
-        self.decay = float(decay)
+    def __init__(self, decay: float | None = 0.999, **kwargs: Any) -> None:
+        if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
+            raise ConfigError(f"EMA decay must be a number in (0, 1), e.g. 0.999, or null; got {decay!r}.")
+        decay = None if decay is None else float(decay)
+        super().__init__(avg_fn=functools.partial(_ema_update, decay=decay), **kwargs)
+        self.decay = decay
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Warn when the run is too short for the warm-up to reach `decay`: then `decay` changes nothing."""
+        if self.decay is None:
+            return
         updates = trainer.estimated_stepping_batches
         last_decay = _warmup_decay(updates - 1)  # the first update copies; the n-th after it uses n
         if math.isfinite(updates) and last_decay < self.decay:

@@ -1,4 +1,5 @@
 import inspect
+import math
 import re
 import itertools
 from pathlib import Path
@@ -228,6 +229,32 @@ def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, 
             assert "reached after 80 updates, but this run makes 20" in warnings[0]
             # 20 / 29: the decay of the last update
             assert "ends at 0.6897: any callbacks.ema.decay above that" in warnings[0]
+
+
+def test_ema_without_a_cap_follows_the_warm_up_and_never_warns(tmp_path: Path, caplog) -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
+    module = _Line()
+    trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=None)], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="digitrec.trainer"):
+        trainer.fit(module, data)
+    assert not [r for r in caplog.records if "EMA decay" in r.getMessage()]
+    expected = module.history[0]
+    for n, weights in enumerate(module.history[1:], start=1):
+        d = (1 + n) / (10 + n)
+        expected = d * expected + (1 - d) * weights
+    torch.testing.assert_close(module.layer.weight, expected)
+
+
+@pytest.mark.parametrize("experiment", ["cnn_best", "deep_cnn_best", "mlp_best"])
+def test_recipes_run_without_an_ema_warning(experiment: str, tmp_path: Path) -> None:
+    """A recipe's own EMA decay is one its run reaches (or none): the warning is for what users change."""
+    from digitrec.trainer import _warmup_decay
+
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    decay = cfg.callbacks.ema.get("decay", 0.999)
+    steps_per_epoch = math.ceil(round(60_000 * (1 - cfg.data.val_fraction)) / cfg.data.batch_size)
+    assert decay is None or _warmup_decay(cfg.trainer.max_epochs * steps_per_epoch - 1) >= decay
 
 
 def test_ema_rejects_a_decay_outside_0_1() -> None:
