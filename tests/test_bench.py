@@ -17,14 +17,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from digitrec import bench, measure
-from digitrec.baselines import PerSampleMNIST, plain_loop_timeline, seed_transforms
+from digitrec.bench import measure, report, setup, training
+from digitrec.bench.__main__ import main as bench_main
+from digitrec.bench.__main__ import parse_models
+from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_transforms
 from digitrec.data import MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.models import MODELS, build_model, count_parameters
 from digitrec.trainer import cpu_has_bf16
 
-TINY = bench.Plan(warmup_steps=1, measured_steps=2, segment=1, val_batches=2, eval_repeats=1,
+TINY = setup.Plan(warmup_steps=1, measured_steps=2, segment=1, val_batches=2, eval_repeats=1,
                   matmul_repeats=1, augment_batches=1, per_sample_batches=1)
 
 
@@ -106,19 +108,19 @@ def test_timeline_splits_steps_iterations_and_validation(monkeypatch: pytest.Mon
 
 
 def test_format_table_pads_columns_and_rejects_ragged_rows() -> None:
-    table = bench.format_table(("a", "long header"), [["wide cell", "1"], ["x", "22"]])
+    table = report.format_table(("a", "long header"), [["wide cell", "1"], ["x", "22"]])
     lines = table.splitlines()
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
     assert [c.strip() for c in lines[0].strip("|").split("|")] == ["a", "long header"]
     assert set(lines[1].replace("|", "").replace(" ", "")) == {"-"}
     with pytest.raises(ValueError, match="3 cells for 2 columns"):
-        bench.format_table(("a", "b"), [["1", "2", "3"]])
+        report.format_table(("a", "b"), [["1", "2", "3"]])
 
 
 def test_parse_models_names_the_valid_ones() -> None:
-    assert bench.parse_models("mlp, cnn") == ["mlp", "cnn"]
+    assert parse_models("mlp, cnn") == ["mlp", "cnn"]
     with pytest.raises(ConfigError, match=f"unknown model.*resnet.*valid models: {', '.join(MODELS)}"):
-        bench.parse_models("mlp,resnet")
+        parse_models("mlp,resnet")
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -126,7 +128,7 @@ def test_parse_models_names_the_valid_ones() -> None:
     (["--json", "."], "not a writable file path")])
 def test_bad_arguments_are_config_errors(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        bench.main.__wrapped__([*argv, "--quick"])  # the undecorated entry point
+        bench_main.__wrapped__([*argv, "--quick"])  # the undecorated entry point
 
 
 def test_a_bad_argument_ends_the_command_with_one_error_line(tmp_path: Path) -> None:
@@ -149,26 +151,26 @@ def test_seed_style_items_are_normalised_images(tiny_data: MNISTDataModule) -> N
 
 
 def test_plain_loop_records_every_step_and_validation_batch(tiny_data: MNISTDataModule, tmp_path: Path) -> None:
-    cfg = bench.compose_config("mlp", TINY, tmp_path)
-    timeline = plain_loop_timeline(bench.build_module(cfg), cfg, tiny_data, steps=3, val_batches=2)
+    cfg = setup.compose_config("mlp", TINY, tmp_path)
+    timeline = plain_loop_timeline(setup.build_module(cfg), cfg, tiny_data, steps=3, val_batches=2)
     assert len(timeline.step_starts) == len(timeline.step_ends) == 3
     assert timeline.val_sizes == [8, 8]
 
 
 def test_one_model_through_all_pipelines(tiny_data: MNISTDataModule, tmp_path: Path, restore_determinism: None) -> None:
-    result = bench.bench_model("cnn", TINY, tiny_data, peak=50.0, root=tmp_path)
+    result = training.bench_model("cnn", TINY, tiny_data, peak=50.0, root=tmp_path)
     assert result["parameters"] == count_parameters(build_model("cnn"))
     assert set(result["epoch_seconds"]) == {"trainer_fit", "seed_style", "plain_loop"}
     numbers = [v for v in result.values() if isinstance(v, float)] + list(result["epoch_seconds"].values())
     assert all(math.isfinite(v) and v > 0 for v in numbers)
     assert result["train_gflops"] == pytest.approx(3 * result["forward_mflops"] * 1e6 * result["train_images_per_s"] / 1e9)
-    assert len(bench.table_row("cnn", result)) == len(bench.COLUMNS)
+    assert len(report.table_row("cnn", result)) == len(report.COLUMNS)
     assert "eval_images_per_s_4x_batch" in result
 
 
 def test_missing_mnist_falls_back_to_random_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGITREC_DATA_DIR", str(tmp_path / "empty"))
-    datamodule, description = bench.load_data(tmp_path)
+    datamodule, description = setup.load_data(tmp_path)
     assert description.startswith("RANDOM") and str(tmp_path / "empty") in description
     assert len(datamodule.train_set) + len(datamodule.val_set) == 60_000 and len(datamodule.test_set) == 10_000
     assert datamodule.train_set.images.shape[1:] == (1, 28, 28) and datamodule.train_set.images.dtype == torch.uint8
@@ -189,9 +191,9 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
     auto = "bf16-mixed" if cpu_has_bf16() else "32-true"  # the tables stay fp32 whatever auto picks
     assert lines[2].startswith(f"precision: every table in fp32; `trainer.precision=auto` trains in {auto} on this CPU")
     header = next(line for line in lines if line.startswith("| model"))
-    assert [c.strip() for c in header.strip("|").split("|")] == list(bench.COLUMNS)
+    assert [c.strip() for c in header.strip("|").split("|")] == list(report.COLUMNS)
     rows = [line for line in lines if line.startswith("| mlp")]
-    assert len(rows) == 1 and len(rows[0].strip("|").split("|")) == len(bench.COLUMNS)
+    assert len(rows) == 1 and len(rows[0].strip("|").split("|")) == len(report.COLUMNS)
     assert any(line.startswith("augmentation: batched") for line in lines)
     assert any(re.match(r"- eval img/s: batch 256, .* against batch 1024: mlp \d+\.\d\d×\.$", line) for line in lines)
 
@@ -211,23 +213,23 @@ def test_training_variants_each_get_a_rate_against_the_first(tiny_data: MNISTDat
                                                              restore_determinism: None,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     compiled: list[nn.Module] = []  # a real torch.compile costs ~30 s here: record the call instead
-    monkeypatch.setattr(bench.torch, "compile", lambda net: compiled.append(net) or net)
+    monkeypatch.setattr(training.torch, "compile", lambda net: compiled.append(net) or net)
     variants = {"default": ((), False), "bf16": (("trainer.precision=bf16-mixed",), False),
                 "compiled": ((), True)}
-    result = bench.bench_variants("mlp", tiny_data, tmp_path, plan=TINY, variants=variants)
+    result = training.bench_variants("mlp", tiny_data, tmp_path, plan=TINY, variants=variants)
     assert len(compiled) == 1 and isinstance(compiled[0], type(build_model("mlp")))
     assert list(result) == ["default", "bf16", "compiled"]
     assert result["default"]["vs_reference"] == 1.0
     for r in result.values():
         assert r["train_images_per_s"] > 0 and r["first_step_seconds"] > 0
         assert r["vs_reference"] == pytest.approx(r["train_images_per_s"] / result["default"]["train_images_per_s"])
-    table = bench.variants_table(result).splitlines()
+    table = report.variants_table(result).splitlines()
     assert len(table) == 2 + len(variants) and table[2].startswith("| default")
 
 
 def test_extra_overrides_replace_the_benchmarks_own(tmp_path: Path) -> None:
-    cfg = bench.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "channels_last=false"])
+    cfg = setup.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "channels_last=false"])
     assert cfg.trainer.limit_val_batches == 0 and cfg.channels_last is False
     assert cfg.trainer.precision == "32-true"  # fp32 tables on every CPU, against the fp32 matmul peak
-    assert bench.compose_config("cnn", TINY, tmp_path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    assert setup.compose_config("cnn", TINY, tmp_path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
     assert cfg.trainer.limit_train_batches == TINY.warmup_steps + TINY.measured_steps

@@ -17,7 +17,7 @@ from digitrec.mnist import load_split, raw_dir
 from digitrec.errors import CheckpointError, ConfigError
 from digitrec.export import METADATA_KEY, PARITY_TOLERANCE, default_output_dir, export, main, run_exported
 from digitrec.preprocess import preprocess
-from digitrec.rerender import rerender
+from digitrec.bench.rerender import rerender
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,12 @@ from digitrec import DigitPredictor
 from digitrec.mnist import load_split, raw_dir
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
 from digitrec.images import ImageError
-from digitrec.latency import main as latency_main
-from digitrec.latency import untrained_checkpoint
+from digitrec.bench.latency import main as latency_main
+from digitrec.bench.latency import untrained_checkpoint
 from digitrec.models import MODELS
 from digitrec.predict import main as predict_main
-from digitrec.rerender import main as rerender_main
-from digitrec.rerender import rerender, rerendered_accuracy
+from digitrec.bench.rerender import main as rerender_main
+from digitrec.bench.rerender import rerender, rerendered_accuracy
 
 RESULT_KEYS = {"digit", "confidence", "probabilities", "is_digit", "reason", "error"}
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from digitrec.mnist import load_split, raw_dir
 from digitrec.images import MAX_PIXELS, ImageError, ImageWarning, read_image
 from digitrec.preprocess import DIGIT_SIDE, Preprocessed, mnist_style, preprocess, to_grayscale
-from digitrec.rerender import rerender
+from digitrec.bench.rerender import rerender
 
 
 @pytest.fixture(scope="module")

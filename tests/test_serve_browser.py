@@ -129,7 +129,7 @@ def test_drawn_digit_is_recognised_with_bars_and_preview(page, strokes, digit: s
     assert "% confident" in page.get_by_test_id("confidence").text_content()
     bars = page.get_by_test_id("probabilities").locator("[data-digit]")
     assert bars.count() == 10
-    assert page.locator(f'[data-testid="probabilities"] .winner').get_attribute("data-digit") == digit
+    assert page.locator('[data-testid="probabilities"] .winner').get_attribute("data-digit") == digit
     widths = [float(bars.nth(d).locator(".fill").evaluate("e => e.style.width").rstrip("%")) for d in range(10)]
     assert abs(sum(widths) - 100) < 1 and widths[int(digit)] == max(widths)
     winner = bars.nth(int(digit))

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from digitrec.errors import ConfigError, exit_on_user_error
-from digitrec.latency import cpu_model, untrained_checkpoint, user_like_digit
+from digitrec.bench.latency import untrained_checkpoint, user_like_digit
+from digitrec.bench.machine import cpu_model
 from digitrec.predict import DigitPredictor
 
 LEVELS = (1, 4, 16)

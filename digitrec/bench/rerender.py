@@ -1,6 +1,6 @@
 """MNIST test digits re-rendered the way users give them, to measure the preprocessing.
 
-`python -m digitrec.rerender --checkpoint CKPT [--count 1000]` prints a markdown table: accuracy
+`python -m digitrec.bench.rerender --checkpoint CKPT [--count 1000]` prints a markdown table: accuracy
 on the plain test digits, on the same digits through the preprocessing, and on re-rendered
 copies (dark ink on light paper, scaled 3-10×, off-centre on a larger canvas, mild noise; as RGB
 and as RGBA with a transparent background).
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from digitrec.mnist import default_data_dir, load_split, raw_dir  # torch and the networks: only when run
     from digitrec.predict import DigitPredictor
 
-    parser = argparse.ArgumentParser(prog="python -m digitrec.rerender", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m digitrec.bench.rerender", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--count", type=int, default=1000, help="first N test digits (default 1000)")
     parser.add_argument("--seed", type=int, default=0)

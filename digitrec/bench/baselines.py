@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from digitrec.augment import augment_batch
 from digitrec.data import MNISTDataModule
 from digitrec.mnist import MNIST_MEAN, MNIST_STD, normalize
-from digitrec.measure import Timeline
+from digitrec.bench.measure import Timeline
 from digitrec.module import build_optimization
 
 

@@ -1,4 +1,4 @@
-"""CPU latency of the predictor: `python -m digitrec.latency [--checkpoint CKPT ...] [--repeats 200]`.
+"""CPU latency of the predictor: `python -m digitrec.bench.latency [--checkpoint CKPT ...] [--repeats 200]`.
 
 For each checkpoint (or, without one, each registered model with untrained weights: the speed
 is the same) it prints a markdown table row: single-image latency p50 / p95 of
@@ -13,8 +13,6 @@ against `digitrec-predict` answering for one image (start-up, imports, checkpoin
 from __future__ import annotations
 
 import argparse
-import contextlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,18 +26,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from digitrec.mnist import IMAGE_SIZE
+from digitrec.bench.machine import cpu_model
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.models import MODELS, build_model, count_parameters
 from digitrec.predict import DigitPredictor
-
-
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (numbers are only comparable on the same one)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def user_like_digit(path: Path, side: int = 300, seed: int = 0) -> Path:
@@ -113,7 +103,7 @@ def _print_startup(checkpoint: Path, image: Path, runs: int) -> None:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m digitrec.latency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m digitrec.bench.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", nargs="+", type=Path, default=None,
                         help="checkpoints to time (default: every model, untrained)")
     parser.add_argument("--repeats", type=int, default=200, help="single-image calls per model (default 200)")
