@@ -121,13 +121,16 @@ def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` → CUDA if available, else CPU; anything else must name an available device."""
+    """`auto` → CUDA if available, else CPU; `gpu` means CUDA (as in train.py's trainer.accelerator);
+    anything else must name an available device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("gpu"):
+        device = "cuda" + str(device)[3:]
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device={device!r} is not a device ({e}); use auto, cpu or cuda.") from None
+        raise ConfigError(f"device={device!r} is not a device; use auto, cpu, cuda (or gpu) or cuda:N.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but no CUDA device is available; use device='cpu' or 'auto'.")
     return resolved

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitrec.checkpoints import load_network, load_temperature
+from digitrec.checkpoints import load_network, load_temperature, resolve_checkpoint
 from digitrec.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 
@@ -136,13 +136,16 @@ def check_parity(checkpoint: Path, files: dict[str, Path], pixels: np.ndarray) -
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digitrec-export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="outputs/<run>/checkpoints/<model>-best.ckpt")
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt)")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: <run>/export")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats",
+                        help="one or both of: torchscript, onnx (default: both)")
     args = parser.parse_args(argv)
-    files = export(args.checkpoint, args.output_dir, args.formats)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    files = export(checkpoint, args.output_dir, args.formats)
     pixels = np.random.default_rng(0).random((8, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    differences = check_parity(args.checkpoint, files, pixels)
+    differences = check_parity(checkpoint, files, pixels)
     for fmt, path in files.items():
         print(f"{fmt}: {path} (largest probability difference from the checkpoint: {differences[fmt]:.1e})")
     failed = [fmt for fmt, diff in differences.items() if not diff <= PARITY_TOLERANCE]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.checkpoints import load_network, load_temperature, resolve_device
+from digitrec.checkpoints import load_network, load_temperature, resolve_checkpoint, resolve_device
 from digitrec.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 from digitrec.images import ImageInput, ImageWarning, describe, read_image
@@ -49,7 +49,7 @@ class DigitPredictor:
     def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "auto",
                  model_name: str | None = None, threshold: float = DEFAULT_THRESHOLD,
                  preprocess: bool = True, batch_size: int = 256) -> None:
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = resolve_checkpoint(checkpoint, option="")
         self.device = resolve_device(device)
         self.threshold = _check_threshold(threshold)
         self.preprocess = bool(preprocess)
@@ -58,8 +58,8 @@ class DigitPredictor:
         self.batch_size = batch_size
         self.net, self.model_name = load_network(self.checkpoint, self.device)
         if model_name is not None and registry_name({"name": model_name}) != self.model_name:
-            raise ConfigError(f"model_name={model_name!r} but {self.checkpoint} holds a {self.model_name!r} "
-                              "model; drop model_name or give a checkpoint of that model.")
+            raise ConfigError(f"a {model_name!r} model was expected, but {self.checkpoint} holds a "
+                              f"{self.model_name!r} model; give a checkpoint of a {model_name!r} model.")
         self.temperature, self.temperature_source = load_temperature(self.checkpoint)
 
     def __repr__(self) -> str:
@@ -158,6 +158,9 @@ def _figure(given: np.ndarray, seen: np.ndarray, answer: Result):
         ax.set_xticks([])
         ax.set_yticks([])
     probs = answer["probabilities"]
+    if probs is None:  # a blank image: nothing was asked of the network
+        probs = [0.0] * NUM_CLASSES
+        ax_probs.text(4.5, 0.5, "not a digit:\nno probabilities", ha="center", va="center", color="tab:gray")
     colours = ["tab:blue" if answer["is_digit"] and d == answer["digit"] else "tab:gray" for d in range(NUM_CLASSES)]
     ax_probs.bar(range(NUM_CLASSES), probs, color=colours)
     ax_probs.set_xticks(range(NUM_CLASSES))
@@ -178,13 +181,14 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _blank(reason: str | None) -> Result:
-    return {"digit": None, "confidence": 0.0, "probabilities": [1 / NUM_CLASSES] * NUM_CLASSES,
-            "is_digit": False, "reason": reason, "error": None}
+    """No ink, so no probabilities: the network is not asked (a uniform guess would be invented)."""
+    return {"digit": None, "confidence": None, "probabilities": None, "is_digit": False, "reason": reason,
+            "error": None}
 
 
 def _failure(message: str) -> Result:
-    return {"digit": None, "confidence": 0.0, "probabilities": None, "is_digit": False,
-            "reason": message, "error": message}
+    return {"digit": None, "confidence": None, "probabilities": None, "is_digit": False, "reason": None,
+            "error": message}
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -197,7 +201,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 if every image was answered (digit or not), 1 if any could not be read.",
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="outputs/<run>/checkpoints/<model>-best.ckpt")
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
     parser.add_argument("--visualise", type=Path, metavar="OUT.png",
                         help="also write a picture per image (several images: OUT-<n>-<image name>.png)")
@@ -209,16 +214,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def expand_folders(paths: Iterable[Path]) -> list[Path]:
-    """Each folder replaced by the image files in it (sorted, not recursive); files kept as given."""
+def expand_folders(paths: Iterable[Path]) -> tuple[list[Path], list[str], list[str]]:
+    """Each folder replaced by the image files in it (sorted, not recursive); files kept as given.
+    Also returns notes on what a folder held besides images, and an error per folder without any."""
     expanded: list[Path] = []
+    notes: list[str] = []
+    errors: list[str] = []
     for path in paths:
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            expanded.extend(images or [path])  # an empty folder stays, to be reported as an error
-        else:
+        if not path.is_dir():
             expanded.append(path)
-    return expanded
+            continue
+        entries = sorted(path.iterdir())
+        images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
+        if not images:
+            errors.append(f"{path}: no image files in this folder "
+                         f"({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))}).")
+        elif skipped:
+            notes.append(f"{path}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that "
+                         f"{'is' if len(skipped) == 1 else 'are'} not image files (subfolders are not searched): "
+                         + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+        expanded.extend(images)
+    return expanded, notes, errors
 
 
 def _line(path: Path, answer: Result) -> str:
@@ -237,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     predictor = DigitPredictor(args.checkpoint, device=args.device, model_name=args.model,
                                threshold=args.threshold, preprocess=not args.no_preprocess)
-    paths = expand_folders(args.images)
+    paths, notes, folder_errors = expand_folders(args.images)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
         answers = predictor.predict_batch(paths)
@@ -257,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {answer['error']}", file=sys.stderr)
         elif not args.json:
             print(_line(path, answer))
-    return 1 if any(a["error"] is not None for a in answers) else 0
+    for error in folder_errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if folder_errors or any(a["error"] is not None for a in answers) else 0
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ def test_predict_batch_keeps_order_and_reports_bad_items(checkpoint: Path, test_
     for i, needle in ((1, "missing.png: no such file"), (3, "notes.png: not an image file"), (5, "NaN")):
         assert answers[i]["error"] and needle in answers[i]["error"], answers[i]
         assert answers[i]["digit"] is None and answers[i]["is_digit"] is False
+        assert answers[i]["confidence"] is None and answers[i]["reason"] is None  # the error is said once
     assert answers[6]["error"] is None and answers[6]["is_digit"] is False and "blank" in answers[6]["reason"]
     as_array = predictor.predict_batch(images[:3])  # an array is a batch along its first axis
     assert [a["digit"] for a in as_array] == [predictor.predict(d)["digit"] for d in images[:3]]
@@ -139,7 +140,7 @@ def test_blank_image_is_not_a_digit(predictor: DigitPredictor) -> None:
         answer = predictor.predict(blank)
         assert set(answer) == RESULT_KEYS
         assert answer["is_digit"] is False and answer["digit"] is None and "blank" in answer["reason"]
-        assert math.isclose(sum(answer["probabilities"]), 1.0)
+        assert answer["probabilities"] is None and answer["confidence"] is None  # nothing invented
 
 
 def test_confidence_threshold(predictor: DigitPredictor, test_split) -> None:
@@ -209,7 +210,7 @@ def test_unusable_calibration_means_temperature_one(checkpoint: Path, tmp_path: 
 
 def test_model_name_must_match_the_checkpoint(checkpoint: Path) -> None:
     assert DigitPredictor(checkpoint, device="cpu", model_name="mlp").model_name == "mlp"
-    with pytest.raises(ConfigError, match="model_name='cnn'.*holds a 'mlp' model"):
+    with pytest.raises(ConfigError, match="a 'cnn' model was expected.*holds a 'mlp' model"):
         DigitPredictor(checkpoint, device="cpu", model_name="cnn")
     with pytest.raises(ConfigError, match="Unknown model 'resnet'"):
         DigitPredictor(checkpoint, device="cpu", model_name="resnet")
@@ -218,11 +219,13 @@ def test_model_name_must_match_the_checkpoint(checkpoint: Path) -> None:
 def test_device_choice(checkpoint: Path) -> None:
     auto = DigitPredictor(checkpoint).device
     assert auto == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ConfigError, match="not a device"):
+    with pytest.raises(ConfigError, match=r"device='abacus' is not a device; use auto, cpu, cuda \(or gpu\)") as error:
         DigitPredictor(checkpoint, device="abacus")
+    assert "\n" not in str(error.value)  # one line, not torch's list of device types
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA device"):
-            DigitPredictor(checkpoint, device="cuda")
+        for cuda in ("cuda", "gpu", "gpu:0"):  # gpu, as train.py's trainer.accelerator says it, means CUDA
+            with pytest.raises(ConfigError, match="no CUDA device"):
+                DigitPredictor(checkpoint, device=cuda)
 
 
 class CreatesFile:
@@ -261,7 +264,7 @@ def test_bad_checkpoints_raise_one_clear_error(checkpoint: Path, tmp_path: Path)
     content["hyper_parameters"]["net"] = {"name": "mlp", "hidden": [64]}
     torch.save(content, tmp_path / "mismatch.ckpt")
     (tmp_path / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:5000])
-    cases = {"missing.ckpt": "no such checkpoint file", ".": "is a directory", "empty.ckpt": "not a PyTorch",
+    cases = {"missing.ckpt": "no such checkpoint file", ".": r"No \*-best.ckpt under", "empty.ckpt": "not a PyTorch",
              "text.ckpt": "not a PyTorch", "tensor.ckpt": "not a digitrec training checkpoint",
              "no-hparams.ckpt": "not a digitrec training checkpoint", "mismatch.ckpt": "cannot rebuild its network",
              "truncated.ckpt": "not a PyTorch checkpoint"}
@@ -304,6 +307,26 @@ def test_cli_answers_a_folder(checkpoint: Path, folder: Path, test_split, capsys
     assert len(lines) == 3
     for i, line in enumerate(lines):
         assert line.startswith(f"{folder / f'digit{i}.png'}: {labels[i]} (confidence ")
+
+
+def test_cli_takes_a_run_folder_and_says_what_a_folder_held_besides_images(
+        checkpoint: Path, folder: Path, test_split, tmp_path: Path, capsys) -> None:
+    _, labels = test_split
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "more").mkdir()
+    (folder / "more" / "digit9.png").write_bytes((folder / "digit0.png").read_bytes())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_folder = checkpoint.parent.parent  # the run: its newest *-best.ckpt is used
+    code = predict_main([str(folder), str(empty), "--checkpoint", str(run_folder)])
+    captured = capsys.readouterr()
+    assert code == 1  # the empty folder is an error; the images are still answered
+    lines = captured.out.splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"{folder / f'digit{i}.png'}: {labels[i]} (confidence ")
+                                   for i, line in enumerate(lines))
+    assert f"note: {folder}: skipped 2 entries that are not image files (subfolders are not searched): more/, notes.txt" \
+        in captured.err
+    assert f"error: {empty}: no image files in this folder (bmp, gif," in captured.err
 
 
 def test_cli_bad_file_gets_an_error_line_and_status_1(checkpoint: Path, folder: Path, capsys) -> None:
