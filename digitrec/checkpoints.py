@@ -129,7 +129,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
         device = "cuda" + str(device)[3:]
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError):
         raise ConfigError(f"device={device!r} is not a device; use auto, cpu, cuda (or gpu) or cuda:N.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but no CUDA device is available; use device='cpu' or 'auto'.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -53,9 +54,16 @@ def exit_on_user_error(func: Callable[P, R]) -> Callable[P, R]:
             if user_error is None:
                 raise
             if logging.getLogger().hasHandlers():  # under Hydra: console and the run's log file
-                logging.getLogger(func.__module__).error("%s", user_error)
+                logging.getLogger(_logger_name(func)).error("%s", user_error)
             else:
                 print(f"error: {user_error}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return wrapper
+
+
+def _logger_name(func: Callable) -> str:
+    """The entry point's own logger: `train` for train.py (as its other lines say), not `__main__`."""
+    if func.__module__ != "__main__":
+        return func.__module__
+    return Path(getattr(sys.modules["__main__"], "__file__", None) or "__main__").stem

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ProgressBar, WeightAveraging
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -154,6 +154,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if trainer_cfg.get("enable_progress_bar") is False:  # Lightning refuses a progress bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if trainer_cfg.get("fast_dev_run"):  # Lightning says checkpointing is suppressed, yet saves last.ckpt at the end
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        trainer_cfg["enable_checkpointing"] = False
     callbacks.append(RNGState())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     try:
@@ -194,7 +197,8 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
         log.info(
             "Done: %s (%s params) | best val/acc %s | test/acc %s | %d epochs in %.1f s (%.1f s/epoch) | best checkpoint: %s",
             summary["model"], f"{summary['parameters']:,}", _fmt(summary["best_val_acc"]), _fmt(summary["test_acc"]),
-            summary["epochs"], fit_seconds, summary["seconds_per_epoch"], summary["best_checkpoint"] or "none",
+            summary["epochs"], fit_seconds, summary["seconds_per_epoch"],
+            summary["best_checkpoint"] or ("none (fast_dev_run saves none)" if trainer.fast_dev_run else "none"),
         )
     return summary
 

@@ -131,6 +131,7 @@ def test_bad_values_fail_before_training_with_one_clear_line(override: str, mess
     assert "Traceback" not in output
     error_lines = [line for line in output.splitlines() if "ERROR" in line or line.startswith("error:")]
     assert len(error_lines) == 1 and re.search(message, error_lines[0]), output[-2000:]
+    assert "[train][ERROR]" in error_lines[0]  # the entry point's one logger, as its other lines
     assert "Epoch 0" not in output
 
 
@@ -260,3 +261,25 @@ def test_recipes_run_without_an_ema_warning(experiment: str, tmp_path: Path) -> 
 def test_ema_rejects_a_decay_outside_0_1() -> None:
     with pytest.raises(ConfigError, match=r"EMA decay must be a number in \(0, 1\)"):
         EMA(decay=1.0)
+
+
+def test_each_entry_point_has_its_own_help() -> None:
+    import subprocess
+    import sys
+
+    train = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True,
+                           check=True).stdout
+    assert train.startswith("python train.py [group=option ...]") and "powered by Hydra" not in train
+    assert "trainer.max_epochs=N" in train and "python train.py -m model=mlp,cnn,deep_cnn" in train
+    assert re.search(r"^model: cnn, deep_cnn, mlp, speednet$", train, re.M)  # the groups, from conf/
+    evaluate = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--help"], capture_output=True, text=True,
+                              check=True).stdout
+    assert evaluate.startswith("python evaluate.py [key=value ...]") and "ckpt_path=PATH" in evaluate
+    assert "model:" not in evaluate and "experiment" not in evaluate  # not train's groups
+
+
+def test_fast_dev_run_saves_no_checkpoint(tmp_path: Path) -> None:
+    """Lightning suppresses checkpointing in fast_dev_run but would still write last.ckpt at the end."""
+    trainer = build_trainer(compose_train(["trainer.fast_dev_run=true"], tmp_path))
+    assert trainer.checkpoint_callback is None
+    assert build_trainer(compose_train([], tmp_path)).checkpoint_callback is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,8 +31,6 @@ from digitrec.errors import DigitrecError
 from digitrec.images import decode_image
 from digitrec.models import count_parameters
 from digitrec.predict import DigitPredictor
-
-log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH_FILES = 64
