@@ -91,33 +91,52 @@ def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device
     return net.to(map_location).eval(), name
 
 
+def calibration_file(checkpoint: str | os.PathLike) -> Path:
+    """Where the temperature fitted for a checkpoint is kept: beside it, whatever folder its reports went to."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.calibration.json")
+
+
+def save_temperature(checkpoint: str | os.PathLike, temperature: float, report: Path) -> None:
+    """Write `calibration_file` atomically; a checkpoint folder that cannot be written to only costs a warning."""
+    target = calibration_file(checkpoint)
+    content = {"checkpoint": Path(checkpoint).name, "temperature": temperature, "report": str(report)}
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(tmp, target)
+    except OSError as e:
+        log.warning("Cannot write %s (%s): tools will find the temperature only in %s.", target, e.strerror, report)
+
+
 def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
     """The softmax temperature calibrated for this checkpoint by `evaluate.py`, and where it came from.
 
-    Read from `<run>/eval-<checkpoint stem>/metrics.json` or `<run>/eval/metrics.json` (key
-    `temperature`), `<run>` being the parent of the checkpoint's `checkpoints/` folder; a report
-    that names another checkpoint is not used. Without one the temperature is 1.0 (uncalibrated).
+    Read from `calibration_file` beside the checkpoint, else from the reports in
+    `<run>/eval-<checkpoint stem>/metrics.json` or `<run>/eval/metrics.json` (key `temperature`),
+    `<run>` being the parent of the checkpoint's `checkpoints/` folder; a file that names another
+    checkpoint is not used. Without one the temperature is 1.0 (uncalibrated).
     """
     path = Path(checkpoint).resolve()
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     notes = []
-    for metrics in (run / f"eval-{path.stem}" / "metrics.json", run / "eval" / "metrics.json"):
-        if not metrics.is_file():
+    for source in (calibration_file(path), run / f"eval-{path.stem}" / "metrics.json", run / "eval" / "metrics.json"):
+        if not source.is_file():
             continue
         try:
-            report = json.loads(metrics.read_text())
+            report = json.loads(source.read_text())
             temperature, owner = report.get("temperature"), report.get("checkpoint")
         except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
-            log.warning("%s: unreadable (%s); not using its temperature.", metrics, e)
-            notes.append(f"{metrics} unreadable")
+            log.warning("%s: unreadable (%s); not using its temperature.", source, e)
+            notes.append(f"{source} unreadable")
             continue
         if owner is not None and Path(str(owner)).name != path.name:
-            notes.append(f"{metrics} is for {Path(str(owner)).name}")
+            notes.append(f"{source} is for {Path(str(owner)).name}")
         elif isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-            notes.append(f"{metrics} has no positive 'temperature'")
+            notes.append(f"{source} has no positive 'temperature'")
         else:
-            return float(temperature), f"calibrated ({metrics})"
-    return 1.0, f"uncalibrated ({'; '.join(notes) or f'no {run}/eval/metrics.json'})"
+            return float(temperature), f"calibrated ({source})"
+    return 1.0, f"uncalibrated ({'; '.join(notes) or f'no {calibration_file(path).name} or {run}/eval/metrics.json'})"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -22,7 +22,7 @@ from torchmetrics.classification import (
 )
 
 from digitrec.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
-from digitrec.checkpoints import read_checkpoint, resolve_device
+from digitrec.checkpoints import read_checkpoint, resolve_device, save_temperature
 from digitrec.data import EVAL_BATCH_SIZE, MNISTDataModule
 from digitrec.mnist import NUM_CLASSES, normalize
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
@@ -84,7 +84,10 @@ def predict_logits(module: DigitClassifier, images: torch.Tensor, batch_size: in
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor,
                            label_smoothing: float = 0.0) -> dict[str, Any]:
-    """Accuracy; precision / recall / F1 (macro, weighted, per class); per-class accuracy; confusion matrix; loss."""
+    """Accuracy; precision / recall / F1 (macro, weighted, per class); confusion matrix; loss.
+
+    No per-class accuracy: the share of one digit's images answered right is its recall.
+    """
     preds = logits.argmax(1)
 
     def metric(cls: type, average: str | None) -> torch.Tensor:
@@ -93,7 +96,6 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor,
     confusion = MulticlassConfusionMatrix(NUM_CLASSES)(preds, labels)
     support = confusion.sum(1).tolist()
     per_class = {name: metric(cls, None).tolist() for name, cls in _PER_CLASS.items()}
-    per_class["accuracy"] = metric(MulticlassAccuracy, None).tolist()
     return {
         "accuracy": float(metric(MulticlassAccuracy, "micro")),
         "errors": int((preds != labels).sum()),
@@ -108,24 +110,23 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor,
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A per-digit table (precision, recall, F1, accuracy, support) with macro and weighted averages."""
+    """A per-digit table (precision, recall, F1, support) with macro and weighted averages."""
     n = report["test_size"]
     lines = [
         f"Classification report: {report['model']} ({report['parameters']:,} parameters) on {n:,} MNIST test digits",
         f"checkpoint: {report['checkpoint']}",
         "",
-        f"{'digit':>12}{'precision':>11}{'recall':>9}{'f1-score':>10}{'accuracy':>10}{'support':>9}",
+        f"{'digit':>12}{'precision':>11}{'recall':>9}{'f1-score':>10}{'support':>10}",
     ]
     for digit, row in report["per_class"].items():
-        lines.append(f"{digit:>12}{row['precision']:>11.4f}{row['recall']:>9.4f}{row['f1']:>10.4f}"
-                     f"{row['accuracy']:>10.4f}{row['support']:>9}")
-    lines += ["", f"{'accuracy':>12}{'':>30}{report['accuracy']:>10.4f}{n:>9}"]
+        lines.append(f"{digit:>12}{row['precision']:>11.4f}{row['recall']:>9.4f}{row['f1']:>10.4f}{row['support']:>10}")
+    lines += ["", f"{'accuracy':>12}{'':>20}{report['accuracy']:>10.4f}{n:>10}"]
     for name in ("macro", "weighted"):
         avg = report[name]
-        lines.append(f"{name + ' avg':>12}{avg['precision']:>11.4f}{avg['recall']:>9.4f}{avg['f1']:>10.4f}"
-                     f"{'':>10}{n:>9}")
+        lines.append(f"{name + ' avg':>12}{avg['precision']:>11.4f}{avg['recall']:>9.4f}{avg['f1']:>10.4f}{n:>10}")
     lines += ["", f"errors: {report['errors']}   test loss: {report['test_loss']:.4f}   "
-                  f"temperature: {report['temperature']:.3f}"]
+                  f"temperature: {report['temperature']:.3f}",
+              "A digit's recall is its accuracy: the share of its test images answered right."]
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +240,7 @@ def evaluate_checkpoint(ckpt: str | Path, output_dir: str | Path | None = None, 
     }
     publish(out, lambda folder: _write_reports(folder, report, test.images, test.labels, test_logits,
                                                num_errors, num_demo, seed))
+    save_temperature(ckpt, temperature, out / "metrics.json")  # beside the checkpoint: found wherever the reports went
     _log_summary(report, out)
     return report
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="one or both of: torchscript, onnx (default: both)")
     args = parser.parse_args(argv)
     checkpoint = resolve_checkpoint(args.checkpoint)
+    if load_temperature(checkpoint)[1].startswith("uncalibrated"):
+        print(f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "
+              f"ckpt_path={checkpoint} fits one).", file=sys.stderr)
     files = export(checkpoint, args.output_dir, args.formats)
     pixels = np.random.default_rng(0).random((8, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     differences = check_parity(checkpoint, files, pixels)

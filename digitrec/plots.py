@@ -98,8 +98,22 @@ def training_curves_figure(curves: Mapping[str, Sequence[tuple[float, float]]], 
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set(title=name, xlabel=x_label)
+        if name == "accuracy" and _zoom_past_first_point(ax, [curves[t] for t in tags if curves.get(t)]):
+            ax.set_title("accuracy (zoomed past the first point)")
         ax.grid(alpha=0.3)
     return fig
+
+
+def _zoom_past_first_point(ax, series: Sequence[Sequence[tuple[float, float]]]) -> bool:
+    """Fit the y axis to every point but each series' first: the first epoch's low accuracy would
+    squash the last epochs, where the differences are, into a flat line at the top."""
+    later = [y for points in series for _, y in points[1:]]
+    if not later:
+        return False
+    low, high = min(later), max(later)
+    margin = max(0.1 * (high - low), 0.002)
+    ax.set_ylim(low - margin, high + margin)
+    return True
 
 
 def reliability_figure(panels: Mapping[str, Mapping[str, Sequence[float] | float]]) -> Figure:

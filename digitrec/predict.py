@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,7 +32,10 @@ from digitrec.images import ImageInput, ImageWarning, describe, read_image
 from digitrec.models import model_name as registry_name
 from digitrec.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
 
+log = logging.getLogger(__name__)
+
 DEFAULT_THRESHOLD = 0.5
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 Result = dict[str, Any]
 
@@ -42,8 +47,8 @@ class DigitPredictor:
     (probability of that digit), `probabilities` (10 floats summing to 1), `is_digit` (False for
     a blank image or a confidence below `threshold`), `reason` (why it is not a digit) and
     `error` (a message, for an unusable input in `predict_batch`). Probabilities use the
-    temperature `evaluate.py` calibrated for the checkpoint when its report is in the run folder
-    (`<run>/eval/metrics.json`), else 1.0: see `temperature_source`.
+    temperature `evaluate.py` calibrated for the checkpoint (kept beside it), else 1.0 with a warning:
+    see `temperature_source`.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "auto",
@@ -61,6 +66,9 @@ class DigitPredictor:
             raise ConfigError(f"a {model_name!r} model was expected, but {self.checkpoint} holds a "
                               f"{self.model_name!r} model; give a checkpoint of a {model_name!r} model.")
         self.temperature, self.temperature_source = load_temperature(self.checkpoint)
+        if self.temperature_source.startswith("uncalibrated"):
+            log.warning("%s is not calibrated: confidences use temperature 1 (python evaluate.py ckpt_path=%s "
+                        "fits one on the validation split).", self.checkpoint, self.checkpoint)
 
     def __repr__(self) -> str:
         return (f"DigitPredictor({self.model_name!r} from {str(self.checkpoint)!r}, device={self.device}, "
@@ -101,14 +109,18 @@ class DigitPredictor:
         return results
 
     def visualise(self, image: ImageInput, output_path: str | os.PathLike) -> Result:
-        """Write a PNG: the input as given, the 28×28 image the network saw, the ten probabilities."""
+        """Write a picture in the format the file name says (.png, .jpg, .pdf, .svg): the input as
+        given, the 28×28 image the network saw, the ten probabilities."""
+        output = Path(output_path)
+        if output.suffix.lower() not in PICTURE_SUFFIXES:
+            raise ConfigError(f"{output}: cannot tell the picture format from {output.suffix or 'no extension'!r}; "
+                              f"name the file with one of {', '.join(PICTURE_SUFFIXES)}.")
         given = read_image(image)
         item = self._prepare_array(given, describe(image))
         answer = self.answer([item])[0]
-        output = Path(output_path)
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            _figure(given, item.pixels, answer).savefig(output, format="png", dpi=100)
+            _figure(given, item.pixels, answer).savefig(output, dpi=100)  # the format comes from the suffix
         except OSError as e:
             raise ConfigError(f"{output}: cannot write the picture ({e.strerror or e}).") from None
         return answer
@@ -169,7 +181,7 @@ def _figure(given: np.ndarray, seen: np.ndarray, answer: Result):
     ax_probs.set_ylabel("probability")
     verdict = (f"{answer['digit']} (confidence {answer['confidence']:.3f})" if answer["is_digit"]
                else f"not a digit: {answer['reason']}")
-    ax_probs.set_title(verdict, fontsize=9)
+    ax_probs.set_title(textwrap.fill(verdict, 48), fontsize=9)  # a long reason wraps instead of being clipped
     fig.tight_layout()
     return fig
 
@@ -205,7 +217,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
     parser.add_argument("--visualise", type=Path, metavar="OUT.png",
-                        help="also write a picture per image (several images: OUT-<n>-<image name>.png)")
+                        help="also write a picture per image, in the format its extension names (.png, .jpg, "
+                             ".pdf, .svg); several images: OUT-<n>-<image name>.<ext>")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
@@ -246,7 +259,7 @@ def _line(path: Path, answer: Result) -> str:
 
 
 def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
-    return out.with_name(f"{out.stem}-{index:03d}-{image.stem}.png") if many else out
+    return out.with_name(f"{out.stem}-{index:03d}-{image.stem}{out.suffix}") if many else out
 
 
 @exit_on_user_error
@@ -261,9 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always", ImageWarning)
         answers = predictor.predict_batch(paths)
         if args.visualise:
-            for i, (path, answer) in enumerate(zip(paths, answers)):
-                if answer["error"] is None:
-                    predictor.visualise(path, _picture_path(args.visualise, path, i, len(paths) > 1))
+            readable = [path for path, answer in zip(paths, answers) if answer["error"] is None]
+            for i, path in enumerate(readable):  # numbered without gaps for the images that could not be read
+                picture = _picture_path(args.visualise, path, i, len(readable) > 1)
+                predictor.visualise(path, picture)
+                print(f"picture: {picture}", file=sys.stderr)
     for w in caught:
         if issubclass(w.category, ImageWarning):
             print(f"warning: {w.message}", file=sys.stderr)

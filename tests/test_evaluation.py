@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -102,9 +103,10 @@ def test_supports_and_confusion_matrix_are_consistent(metrics: dict) -> None:
     assert sum(supports) == metrics["test_size"] == 10_000
     assert confusion.sum(1).tolist() == supports
     assert int(confusion.trace()) == metrics["test_size"] - metrics["errors"]
-    for d in range(NUM_CLASSES):
-        assert metrics["per_class"][str(d)]["accuracy"] == pytest.approx(float(confusion[d, d]) / supports[d], abs=1e-6)
-    assert 0 < metrics["macro"]["f1"] <= 1 and set(metrics["per_class"]["0"]) >= {"precision", "recall", "f1"}
+    for d in range(NUM_CLASSES):  # recall is each digit's accuracy; no separate column repeats it
+        assert metrics["per_class"][str(d)]["recall"] == pytest.approx(float(confusion[d, d]) / supports[d], abs=1e-6)
+    assert set(metrics["per_class"]["0"]) == {"precision", "recall", "f1", "support"}
+    assert 0 < metrics["macro"]["f1"] <= 1
 
 
 def test_temperature_scaling_does_not_worsen_validation_calibration(metrics: dict) -> None:
@@ -268,3 +270,35 @@ def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> No
 def test_sweep_dir_without_jobs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no job folders"):
         compare_sweep(tmp_path)
+
+
+def test_the_temperature_travels_with_the_checkpoint(trained_run: Path, tmp_path: Path, mnist_dir: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Reports written elsewhere still calibrate DigitPredictor; an uncalibrated one says so, once."""
+    from digitrec.predict import DigitPredictor
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval*", "*.calibration.json"))
+    ckpt = run / "checkpoints" / "mlp-best.ckpt"
+    with caplog.at_level("WARNING", logger="digitrec.predict"):
+        uncalibrated = DigitPredictor(ckpt, device="cpu")
+        uncalibrated.with_options(threshold=0.9).predict(np.zeros((28, 28)))
+    assert uncalibrated.temperature == 1.0
+    assert sum("is not calibrated" in r.getMessage() for r in caplog.records) == 1
+
+    report = evaluate_checkpoint(ckpt, output_dir=tmp_path / "elsewhere", data_dir=str(mnist_dir))
+    assert not (run / "eval").exists() and (tmp_path / "elsewhere" / "metrics.json").is_file()
+    predictor = DigitPredictor(ckpt, device="cpu")
+    assert predictor.temperature == report["temperature"] != 1.0
+    assert "mlp-best.calibration.json" in predictor.temperature_source
+
+
+def test_training_curves_zoom_the_accuracy_past_the_first_epoch() -> None:
+    from digitrec.plots import training_curves_figure
+
+    curves = {"train/acc": [(0, 0.60), (1, 0.970), (2, 0.985)], "val/acc": [(0, 0.90), (1, 0.980), (2, 0.990)],
+              "train/loss_epoch": [(0, 1.0), (1, 0.5)]}
+    accuracy = training_curves_figure(curves, "epoch", "test").axes[1]
+    low, high = accuracy.get_ylim()
+    assert 0.95 < low < 0.97 and 0.99 < high < 1.0  # the last epochs fill the panel; 0.60 and 0.90 fall below
+    assert "zoomed" in accuracy.get_title()

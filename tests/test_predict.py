@@ -346,8 +346,20 @@ def test_cli_visualise_and_warnings(checkpoint: Path, folder: Path, test_split, 
     Image.fromarray(images[5]).save(folder / "anim.gif", save_all=True, append_images=[Image.fromarray(images[6])])
     assert predict_main([str(folder / "anim.gif"), str(folder / "digit0.png"), "--checkpoint", str(checkpoint),
                          "--visualise", str(tmp_path / "pics" / "out.png")]) == 0
-    assert "warning: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: " in err
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["out-000-anim.png", "out-001-digit0.png"]
+    assert f"picture: {tmp_path / 'pics' / 'out-001-digit0.png'}" in err  # says where it wrote
+
+    # the format the extension names; numbered without a gap where an image could not be read
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert predict_main([str(folder / "broken.png"), str(folder / "digit0.png"), str(folder / "digit1.png"),
+                         "--checkpoint", str(checkpoint), "--visualise", str(tmp_path / "jpg" / "out.jpg")]) == 1
+    assert sorted(p.name for p in (tmp_path / "jpg").iterdir()) == ["out-000-digit0.jpg", "out-001-digit1.jpg"]
+    with Image.open(tmp_path / "jpg" / "out-000-digit0.jpg") as picture:
+        assert picture.format == "JPEG"
+    with pytest.raises(ConfigError, match="cannot tell the picture format from '.bmpx'"):
+        DigitPredictor(checkpoint, device="cpu").visualise(folder / "digit0.png", tmp_path / "out.bmpx")
 
 
 def test_cli_bad_checkpoint_and_options(folder: Path, checkpoint: Path, caplog) -> None:
