@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from digitrec.errors import exit_on_user_error
 from digitrec.module import DigitClassifier
 from digitrec.trainer import build_trainer, explain_interrupts, keep_sweep_going, report_run, resolve_resume_path
+from digitrec.validation import check_config
 
 log = logging.getLogger("train")
 
@@ -21,6 +22,7 @@ log = logging.getLogger("train")
 @exit_on_user_error
 @keep_sweep_going
 def main(cfg: DictConfig) -> float:
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,

@@ -143,7 +143,7 @@ def build_model(spec: str | Mapping[str, Any]) -> nn.Module:
     kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
     try:
         return cls(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # e.g. a dropout outside [0, 1), as torch reports it
         raise ConfigError(f"Bad arguments for model {model_name(spec)!r}: {e}") from None
 
 

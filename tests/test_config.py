@@ -117,8 +117,9 @@ def test_bf16_units_are_read_from_cpu_flags() -> None:
         ("optimizer.lr=-0.1", "optimizer.lr must be a positive number"),
         ("data.batch_size=0", "data.batch_size must be a positive integer"),
         ("data.val_fraction=1.5", r"data.val_fraction must be in \(0, 1\)"),
-        ("optimizer._target_=torch.optim.NoSuchOptimizer", "Cannot build optimizer"),
+        ("optimizer._target_=torch.optim.NoSuchOptimizer", r"optimizer._target_=.torch.optim.NoSuchOptimizer. cannot be imported"),
         ("ckpt_path=/nonexistent/last.ckpt", "no such checkpoint file"),
+        ("model.dropout=1.5", r"Bad arguments for model 'cnn': dropout probability has to be between 0 and 1"),
     ],
 )
 def test_bad_values_fail_before_training_with_one_clear_line(override: str, message: str, tmp_path: Path) -> None:
@@ -283,3 +284,30 @@ def test_fast_dev_run_saves_no_checkpoint(tmp_path: Path) -> None:
     trainer = build_trainer(compose_train(["trainer.fast_dev_run=true"], tmp_path))
     assert trainer.checkpoint_callback is None
     assert build_trainer(compose_train([], tmp_path)).checkpoint_callback is not None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.max_epochs=abc"], r"^trainer.max_epochs must be an integer or null, got 'abc'\.$"),
+    (["model.dropout=abc"], r"^model.dropout must be a number, got 'abc'\.$"),
+    (["data.augment=maybe"], r"^data.augment must be true or false, got 'maybe'\.$"),
+    (["callbacks.early_stopping.patience=x"], r"^callbacks.early_stopping.patience must be an integer, got 'x'\.$"),
+    (["+trainer.max_epoch=3"], r"^trainer.max_epoch is not an argument of Trainer; did you mean trainer.max_epochs\?$"),
+    (["+optimizer.lrr=1"], r"^optimizer.lrr is not an argument of AdamW; did you mean optimizer.lr\?$"),
+    (["+model.widht=3"], r"^model.widht is not an argument of CNN; it takes channels, hidden, dropout, "),
+    (["scheduler=cosine", "+scheduler.eta_minn=0"], r"did you mean scheduler.eta_min\?"),
+    (["logger=csv", "+logger.csv.flush_logs_every_n_step=5"], r"did you mean logger.csv.flush_logs_every_n_steps\?"),
+])
+def test_every_group_is_checked_against_its_class_signature(overrides, message, tmp_path: Path) -> None:
+    from digitrec.validation import check_config
+
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_train(overrides, tmp_path))
+
+
+@pytest.mark.parametrize("overrides", [[]] + [[f"experiment={e}"] for e in groups("experiment")]
+                         + [[f"trainer={t}"] for t in groups("trainer")] + [[f"debug={d}"] for d in groups("debug")]
+                         + [["optimizer=sgd", "scheduler=cosine", "logger=csv", "model=speednet"]])
+def test_every_shipped_config_passes_the_check(overrides, tmp_path: Path) -> None:
+    from digitrec.validation import check_config
+
+    check_config(compose_train(overrides, tmp_path))
