@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -13,7 +15,7 @@ from omegaconf import DictConfig
 from digitrec.errors import exit_on_user_error
 from digitrec.module import DigitClassifier
 from digitrec.trainer import build_trainer, explain_interrupts, keep_sweep_going, report_run, resolve_resume_path
-from digitrec.validation import check_config
+from digitrec.validation import check_command_line, check_config
 
 log = logging.getLogger("train")
 
@@ -46,4 +48,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    exit_on_user_error(check_command_line)(Path(__file__).parent / "conf", "train", sys.argv[1:])
     main()

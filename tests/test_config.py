@@ -1,4 +1,5 @@
 import inspect
+import json
 import math
 import re
 import itertools
@@ -111,27 +112,39 @@ def test_bf16_units_are_read_from_cpu_flags() -> None:
     assert isinstance(cpu_has_bf16(), bool)  # this machine's /proc/cpuinfo, or False without one
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("optimizer.lr=-0.1", "optimizer.lr must be a positive number"),
-        ("data.batch_size=0", "data.batch_size must be a positive integer"),
-        ("data.val_fraction=1.5", r"data.val_fraction must be in \(0, 1\)"),
-        ("optimizer._target_=torch.optim.NoSuchOptimizer", r"optimizer._target_=.torch.optim.NoSuchOptimizer. cannot be imported"),
-        ("ckpt_path=/nonexistent/last.ckpt", "no such checkpoint file"),
-        ("model.dropout=1.5", r"Bad arguments for model 'cnn': dropout probability has to be between 0 and 1"),
-    ],
-)
-def test_bad_values_fail_before_training_with_one_clear_line(override: str, message: str, tmp_path: Path) -> None:
-    # No data where the run looks, and no download: an error about data would mean the data came first.
-    empty = tmp_path / "no-data"
-    proc = run_train(override, "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}",
-                     f"data.data_dir={empty}", "+data.download=false", check=False, timeout=120)
+BAD_VALUES = {  # a config option per bad value, so one sweep tries them all in one process
+    "lr": ("optimizer:\n  lr: -0.1", "ConfigError: optimizer.lr must be a positive number"),
+    "batch_size": ("data:\n  batch_size: 0", "ConfigError: data.batch_size must be a positive integer"),
+    "val_fraction": ("data:\n  val_fraction: 1.5", r"ConfigError: data.val_fraction must be in \(0, 1\)"),
+    "max_epochs": ("trainer:\n  max_epochs: abc", "ConfigError: trainer.max_epochs must be an integer or null"),
+    "dropout": ("model:\n  dropout: 1.5", "ConfigError: Bad arguments for model 'cnn': dropout probability"),
+    "ckpt_path": ("ckpt_path: /nonexistent/last.ckpt", "ConfigError: ckpt_path=/nonexistent/last.ckpt: no such"),
+}
+
+
+def test_bad_values_fail_before_any_data_is_read(tmp_path: Path) -> None:
+    # No data where the runs look, and no download: an error about data would mean the data came first.
+    options = tmp_path / "conf" / "bad"
+    options.mkdir(parents=True)
+    for name, (yaml, _) in BAD_VALUES.items():
+        (options / f"{name}.yaml").write_text(f"# @package _global_\n{yaml}\n")
+    run_train("-m", f"--config-dir={tmp_path / 'conf'}", f"+bad={','.join(BAD_VALUES)}", "trainer.fast_dev_run=true",
+              f"data.data_dir={tmp_path / 'no-data'}", "+data.download=false", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    for job, (name, (_, message)) in enumerate(BAD_VALUES.items()):
+        summary = json.loads((tmp_path / "sweep" / f"{job}_cnn" / "summary.json").read_text())
+        assert summary["status"] == "failed" and re.match(message, summary["error"]), (name, summary)
+
+
+def test_a_bad_value_is_one_error_line_before_training(tmp_path: Path) -> None:
+    proc = run_train("optimizer._target_=torch.optim.NoSuchOptimizer", "trainer.fast_dev_run=true",
+                     f"hydra.run.dir={tmp_path / 'run'}", f"data.data_dir={tmp_path / 'no-data'}",
+                     "+data.download=false", check=False, timeout=120)
     assert proc.returncode == 1
     output = proc.stdout + proc.stderr
     assert "Traceback" not in output
     error_lines = [line for line in output.splitlines() if "ERROR" in line or line.startswith("error:")]
-    assert len(error_lines) == 1 and re.search(message, error_lines[0]), output[-2000:]
+    assert len(error_lines) == 1, output[-2000:]
+    assert "optimizer._target_='torch.optim.NoSuchOptimizer' cannot be imported" in error_lines[0]
     assert "[train][ERROR]" in error_lines[0]  # the entry point's one logger, as its other lines
     assert "Epoch 0" not in output
 
@@ -158,6 +171,13 @@ def test_gpu_ddp_recipe_on_cpus_drops_syncbatchnorm_or_points_at_ddp_cpu(tmp_pat
     assert trainer.strategy._layer_sync is None  # no SyncBatchNorm: it refuses CPU modules
     with pytest.raises(ConfigError, match=r"devices=-1 means every GPU.*trainer=ddp_cpu"):
         build_trainer(compose_train(["trainer=ddp", "trainer.accelerator=cpu"], tmp_path))
+
+
+def test_a_mistyped_key_on_the_command_line_names_the_key_meant(tmp_path: Path) -> None:
+    proc = run_train("trainer.max_epoch=3", f"hydra.run.dir={tmp_path}", check=False, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("error: trainer.max_epoch is not a key of the configuration; did you mean "
+                                   "trainer.max_epochs? (To add a new key: +trainer.max_epoch=...)")
 
 
 def test_unknown_optimizer_group_lists_the_options(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path
 
 
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, mnist_dir: Path) -> None:
-    args = ["model=mlp", "trainer.max_epochs=3", "trainer.limit_train_batches=150",
+    args = ["model=mlp", "trainer.max_epochs=3", "trainer.limit_train_batches=100",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     full, cut, resumed = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
     run_train(*args, f"hydra.run.dir={full}")
