@@ -72,7 +72,15 @@ def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictCo
         return compose(config_name, overrides=overrides)
 
 
+def run_settings(seed: int = 42, ckpt_path: str | None = None, test: bool = True, label_smoothing: float = 0.05,
+                 channels_last: bool = True) -> None:
+    """The top-level keys of conf/train.yaml, as a signature, so that the same rule checks them."""
+
+
 def _components(cfg: DictConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+    top = {k: cfg[k] for k in cfg if k != "hydra" and not OmegaConf.is_config(cfg[k])}
+    if "seed" in top:  # the training config (evaluate.py's has other keys)
+        yield "", {"_target_": f"{__name__}.run_settings", **top}
     for group in ("data", "model", "optimizer", "scheduler"):
         if cfg.get(group) is not None:
             yield group, _plain(cfg[group])
@@ -107,11 +115,16 @@ def _check_arguments(path: str, component: Mapping[str, Any]) -> None:
             if takes_any:
                 continue
             close = difflib.get_close_matches(key, [k for k in parameters if k not in ("self", "params")], n=1)
-            hint = f"; did you mean {path}.{close[0]}?" if close else f"; it takes {', '.join(parameters)}."
-            raise ConfigError(f"{path}.{key} is not an argument of {_name(target)}{hint}")
+            hint = f"; did you mean {_key(path, close[0])}?" if close else f"; it takes {', '.join(parameters)}."
+            owner = _name(target) if path else "the training config (conf/train.yaml)"
+            raise ConfigError(f"{_key(path, key)} is not an argument of {owner}{hint}")
         expected = hints.get(key)
         if expected is not None and not _matches(value, expected):
-            raise ConfigError(f"{path}.{key} must be {_describe(expected)}, got {value!r}.")
+            raise ConfigError(f"{_key(path, key)} must be {_describe(expected)}, got {value!r}.")
+
+
+def _key(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _locate(dotted: str) -> Any:

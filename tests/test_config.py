@@ -316,6 +316,10 @@ def test_fast_dev_run_saves_no_checkpoint(tmp_path: Path) -> None:
     (["+model.widht=3"], r"^model.widht is not an argument of CNN; it takes channels, hidden, dropout, "),
     (["scheduler=cosine", "+scheduler.eta_minn=0"], r"did you mean scheduler.eta_min\?"),
     (["logger=csv", "+logger.csv.flush_logs_every_n_step=5"], r"did you mean logger.csv.flush_logs_every_n_steps\?"),
+    (["seed=abc"], r"^seed must be an integer, got 'abc'\.$"),
+    (["label_smoothing=high"], r"^label_smoothing must be a number, got 'high'\.$"),
+    (["test=maybe"], r"^test must be true or false, got 'maybe'\.$"),
+    (["+seeed=1"], r"^seeed is not an argument of the training config \(conf/train.yaml\); did you mean seed\?$"),
 ])
 def test_every_group_is_checked_against_its_class_signature(overrides, message, tmp_path: Path) -> None:
     from digitrec.validation import check_config
