@@ -415,3 +415,40 @@ def test_rerender_command_prints_the_table(checkpoint: Path, mnist_dir: Path, ca
     rows = [line for line in out.splitlines() if line.startswith("| re-rendered") or line.startswith("| MNIST")]
     assert len(rows) == 4 and all(line.endswith(" % |") for line in rows)
     assert "Predictions changed by the preprocessing" in out
+
+
+# --- damaged digits at the user's door ------------------------------------------------------------
+
+def _damaged(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.Image:
+    """An MNIST digit as a user's 112×112 scan (dark ink on white), then damaged."""
+    from PIL import ImageDraw, ImageFilter
+
+    if kind == "low resolution":  # a 12×12 source scaled up
+        digit = np.asarray(Image.fromarray(digit).resize((12, 12), Image.Resampling.BILINEAR))
+    page = Image.fromarray(255 - digit).resize((112, 112), Image.Resampling.BILINEAR)
+    if kind == "noise":
+        page = Image.fromarray(np.clip(np.asarray(page) + rng.normal(0, 25, (112, 112)), 0, 255).astype(np.uint8))
+    elif kind == "blur":
+        page = page.filter(ImageFilter.GaussianBlur(2))
+    elif kind == "thick pen":
+        page = page.filter(ImageFilter.MinFilter(5))
+    elif kind == "thin pen":
+        page = page.filter(ImageFilter.MaxFilter(3))
+    elif kind == "occlusion":
+        ImageDraw.Draw(page).rectangle([0, 52, 111, 59], fill=255)  # a white band across the middle
+    return page
+
+
+@pytest.mark.parametrize("kind, at_least", [("noise", 0.8), ("blur", 0.8), ("thick pen", 0.8), ("thin pen", 0.8),
+                                            ("low resolution", 0.8), ("occlusion", 0.7)])
+def test_damaged_user_images_get_well_formed_sensible_answers(predictor: DigitPredictor, test_split, kind: str,
+                                                              at_least: float) -> None:
+    images, labels = test_split
+    rng = np.random.default_rng(0)
+    answers = predictor.predict_batch([_damaged(images[i], kind, rng) for i in range(40)])
+    for answer in answers:
+        assert answer["error"] is None and set(answer) == RESULT_KEYS
+        if answer["digit"] is not None:
+            assert_answer(answer)
+    right = np.mean([a["digit"] == labels[i] for i, a in enumerate(answers)])
+    assert right >= at_least, f"{kind}: {right:.0%} of 40 damaged digits recognised"
