@@ -8,11 +8,6 @@ import io
 import math
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +16,7 @@ import pytest
 from PIL import Image
 
 from digitrec.mnist import load_split, raw_dir
+from digitrec.serve.load import start_server
 
 CHROMIUM = os.environ.get("DIGITREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -33,30 +29,11 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_run: Path) -> Iterator[str]:
-    port = free_port()
-    checkpoint = trained_run / "checkpoints" / "mlp-best.ckpt"
-    proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"digitrec-serve did not start:\n{proc.communicate()[0][-3000:]}")
-            time.sleep(0.2)
-    yield url
+    """`python -m digitrec.serve` in its own process, as users run it (the load command starts it the same way)."""
+    proc, port = start_server(trained_run / "checkpoints" / "mlp-best.ckpt", threads=1)
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
 
