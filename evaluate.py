@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint or a whole sweep: `python evaluate.py [ckpt_path=...|sweep_dir=...]` (see conf/eval.yaml)."""
+"""Evaluate a checkpoint, an ensemble or a whole sweep: `python evaluate.py [ckpt_path=...|sweep_dir=...]` (see conf/eval.yaml)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from digitrec.errors import exit_on_user_error
 from digitrec.checkpoints import find_newest_checkpoint
+from digitrec.errors import exit_on_user_error
 from digitrec.evaluation import evaluate_checkpoint
-from digitrec.sweep import compare_sweep, is_multirun_dir
+from digitrec.sweep import compare_sweep, is_multirun_dir, sweep_checkpoints
 
 log = logging.getLogger("evaluate")
 
@@ -20,10 +20,18 @@ log = logging.getLogger("evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     options = {"data_dir": cfg.data_dir, "batch_size": cfg.batch_size, "device": cfg.device,
-               "num_errors": cfg.num_errors, "num_demo": cfg.num_demo, "seed": cfg.seed}
+               "num_errors": cfg.num_errors, "num_demo": cfg.num_demo, "seed": cfg.seed, "tta": cfg.tta,
+               "robustness": cfg.robustness, "robustness_images": cfg.robustness_images}
+    if isinstance(cfg.ckpt_path, ListConfig):  # an ensemble: ckpt_path=[a.ckpt,b.ckpt,c.ckpt]
+        evaluate_checkpoint([Path(p) for p in cfg.ckpt_path], output_dir=cfg.output_dir, **options)
+        return
     target = Path(cfg.sweep_dir or cfg.ckpt_path or cfg.search_dir).expanduser()
     if cfg.sweep_dir or is_multirun_dir(target):
-        compare_sweep(target, output_dir=cfg.output_dir, **options)
+        if cfg.ensemble:
+            out = cfg.output_dir or target / "ensemble"
+            evaluate_checkpoint(sweep_checkpoints(target), output_dir=out, **options)
+        else:
+            compare_sweep(target, output_dir=cfg.output_dir, **options)
         return
     if cfg.ckpt_path is None or target.is_dir():
         target = find_newest_checkpoint(target).absolute()

@@ -1,4 +1,7 @@
-"""`MNISTDataModule`: MNIST in memory as uint8, a seeded validation split, batches augmented on their device."""
+"""`MNISTDataModule`: MNIST in memory as uint8, a seeded validation split, batches augmented on their device.
+
+Training batches are warped (`digitrec.augment`) and, with `corruptions`, a share `corruption_p` of
+them damaged by the named corruptions of `digitrec.corruptions` at a random severity."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from digitrec.augment import augment_batch
+from digitrec.corruptions import check_names, corrupt_randomly
 from digitrec.errors import ConfigError
 from digitrec.mnist import default_data_dir, ensure_mnist, load_split, normalize, raw_dir
 
@@ -54,6 +58,8 @@ class MNISTDataModule(L.LightningDataModule):
         augment: bool = True,
         elastic_alpha: float = 0.0,
         elastic_sigma: float = 4.0,
+        corruptions: list[str] | None = None,
+        corruption_p: float = 0.5,
         download: bool = True,
         num_workers: int = 0,
     ) -> None:
@@ -65,6 +71,12 @@ class MNISTDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}.")
         if elastic_alpha < 0 or elastic_sigma <= 0:
             raise ConfigError(f"data.elastic_alpha must be >= 0 and data.elastic_sigma > 0, got {elastic_alpha}, {elastic_sigma}.")
+        if not 0 <= corruption_p <= 1:
+            raise ConfigError(f"data.corruption_p must be in [0, 1], got {corruption_p!r}.")
+        try:  # a plain list, not Hydra's ListConfig: checkpoints hold only what weights_only=True loads
+            corruptions = check_names(corruptions, "data.corruptions") if corruptions else None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers!r}.")
         self.save_hyperparameters()
@@ -127,4 +139,6 @@ class MNISTDataModule(L.LightningDataModule):
         x = images.float().div_(255)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             x = augment_batch(x, self.hparams.elastic_alpha, self.hparams.elastic_sigma)
+            if self.hparams.corruptions:
+                x = corrupt_randomly(x, self.hparams.corruptions, self.hparams.corruption_p)
         return normalize(x), labels

@@ -2,7 +2,8 @@
 
     digitrec-export --checkpoint outputs/<run>/checkpoints/cnn-best.ckpt [--output-dir DIR]
 
-writes `<model>.torchscript.pt` and `<model>.onnx`. Both take `pixels`, float32 (N, 1, 28, 28)
+writes `<model>.torchscript.pt` and `<model>.onnx`; with `--checkpoint` repeated, one graph holding every
+member of the ensemble (`ensemble-<n>-<key>.*`: the mean of their calibrated probabilities). Both take `pixels`, float32 (N, 1, 28, 28)
 in [0, 1], light digit on dark (the output of `digitrec.preprocess.mnist_style`), and return
 `probabilities` (N, 10): normalisation with the training mean and standard deviation, and the
 calibrated temperature when the run has one, are inside the graph. The geometric preprocessing
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitrec.checkpoints import load_network, load_temperature, resolve_checkpoint
+from digitrec.checkpoints import load_temperature, resolve_checkpoint
+from digitrec.ensemble import load_scorer, members_key
 from digitrec.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 
@@ -47,10 +50,12 @@ class ProbabilityNet(nn.Module):
         return torch.softmax(self.net((pixels - self.mean) / self.std) / self.temperature, dim=1)
 
 
-def metadata(model_name: str, checkpoint: Path, temperature: float, temperature_source: str) -> dict[str, Any]:
+def metadata(model_name: str, checkpoints: Sequence[Path], temperature: float, temperature_source: str,
+             tta: bool = False) -> dict[str, Any]:
     return {
         "model": model_name,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoints[0]) if len(checkpoints) == 1 else [str(c) for c in checkpoints],
+        "tta": tta,
         "input": {"name": "pixels", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32",
                   "range": [0.0, 1.0], "layout": "light digit on dark, MNIST-style (digitrec.preprocess)"},
         "output": {"name": "probabilities", "shape": ["N", NUM_CLASSES], "classes": list(range(NUM_CLASSES))},
@@ -85,29 +90,38 @@ def export_onnx(model: ProbabilityNet, path: Path, info: dict[str, Any]) -> Path
     return path
 
 
-def export(checkpoint: str | Path, output_dir: str | Path | None = None,
-           formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """Write the checkpoint's network in each format; return {format: path}."""
+def _as_list(checkpoint: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(checkpoint)] if isinstance(checkpoint, (str, Path)) else [Path(c) for c in checkpoint]
+
+
+def export(checkpoint: str | Path | Sequence[str | Path], output_dir: str | Path | None = None,
+           formats: Sequence[str] = FORMATS, tta: bool = False) -> dict[str, Path]:
+    """Write the checkpoint's network (or the ensemble of several, with `tta` its TTA views too) in
+    each format; return {format: path}."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ConfigError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
-    checkpoint = Path(checkpoint)
-    net, name = load_network(checkpoint, "cpu")
-    temperature, source = load_temperature(checkpoint)
+    checkpoints = _as_list(checkpoint)
+    net, temperature, names, sources = load_scorer(checkpoints, "cpu", tta)
     model = ProbabilityNet(net, temperature).eval()
-    out = Path(output_dir) if output_dir is not None else default_output_dir(checkpoint)
+    single = len(checkpoints) == 1
+    name = names[0] + ("-tta" if tta else "") if single else f"ensemble-{members_key(checkpoints)}{'-tta' if tta else ''}"
+    out = Path(output_dir) if output_dir is not None else default_output_dir(checkpoints)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir={out} is a file; give a folder.")
     out.mkdir(parents=True, exist_ok=True)
-    info = metadata(name, checkpoint, temperature, source)
+    info = metadata(names[0] if single else f"ensemble of {len(names)} ({', '.join(sorted(set(names)))})",
+                    checkpoints, temperature, "; ".join(sources), tta)
     writers = {"torchscript": (export_torchscript, f"{name}.torchscript.pt"), "onnx": (export_onnx, f"{name}.onnx")}
     return {fmt: writers[fmt][0](model, out / writers[fmt][1], info) for fmt in formats}
 
 
-def default_output_dir(checkpoint: Path) -> Path:
-    """`<run>/export` for a checkpoint in a run's `checkpoints/` folder, else `export/` next to it."""
-    parent = checkpoint.resolve().parent
-    return (parent.parent if parent.name == "checkpoints" else parent) / "export"
+def default_output_dir(checkpoints: Sequence[Path]) -> Path:
+    """`<run>/export` for a checkpoint in a run's `checkpoints/` folder, else `export/` next to it;
+    for an ensemble, `export/` in the folder that holds all its runs."""
+    runs = [p.parent.parent if p.parent.name == "checkpoints" else p.parent
+            for p in (Path(c).resolve() for c in checkpoints)]
+    return Path(os.path.commonpath(runs)) / "export"
 
 
 def run_exported(path: Path, pixels: np.ndarray) -> np.ndarray:
@@ -126,30 +140,35 @@ def run_exported(path: Path, pixels: np.ndarray) -> np.ndarray:
         return scripted(torch.from_numpy(pixels.astype(np.float32))).numpy()
 
 
-def check_parity(checkpoint: Path, files: dict[str, Path], pixels: np.ndarray) -> dict[str, float]:
-    """Largest absolute difference in probability between each export and the checkpoint."""
-    net, _ = load_network(checkpoint, "cpu")
+def check_parity(checkpoint: Path | Sequence[Path], files: dict[str, Path], pixels: np.ndarray,
+                 tta: bool = False) -> dict[str, float]:
+    """Largest absolute difference in probability between each export and the checkpoint(s)."""
+    net, temperature, _, _ = load_scorer(_as_list(checkpoint), "cpu", tta)
     with torch.inference_mode():
-        expected = ProbabilityNet(net, load_temperature(checkpoint)[0])(torch.from_numpy(pixels)).double().numpy()
+        expected = ProbabilityNet(net, temperature)(torch.from_numpy(pixels)).double().numpy()
     return {fmt: float(np.abs(run_exported(path, pixels) - expected).max()) for fmt, path in files.items()}
 
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digitrec-export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt)")
+    parser.add_argument("--checkpoint", required=True, type=Path, action="append",
+                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); repeat it to export "
+                             "an ensemble as one graph")
+    parser.add_argument("--tta", action="store_true",
+                        help="put test-time augmentation in the graph too (1-px shifts, ±8° rotations: 7× the work)")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: <run>/export")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats",
                         help="one or both of: torchscript, onnx (default: both)")
     args = parser.parse_args(argv)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    if load_temperature(checkpoint)[1].startswith("uncalibrated"):
-        print(f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "
-              f"ckpt_path={checkpoint} fits one).", file=sys.stderr)
-    files = export(checkpoint, args.output_dir, args.formats)
+    checkpoints = [resolve_checkpoint(c) for c in args.checkpoint]
+    for checkpoint in checkpoints:
+        if load_temperature(checkpoint)[1].startswith("uncalibrated"):
+            print(f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "
+                  f"ckpt_path={checkpoint} fits one).", file=sys.stderr)
+    files = export(checkpoints, args.output_dir, args.formats, args.tta)
     pixels = np.random.default_rng(0).random((8, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    differences = check_parity(checkpoint, files, pixels)
+    differences = check_parity(checkpoints, files, pixels, args.tta)
     for fmt, path in files.items():
         print(f"{fmt}: {path} (largest probability difference from the checkpoint: {differences[fmt]:.1e})")
     failed = [fmt for fmt, diff in differences.items() if not diff <= PARITY_TOLERANCE]

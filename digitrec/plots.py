@@ -237,3 +237,40 @@ class DiagnosticsLogger(L.Callback):
         present = support.cpu() > 0
         pl_module.log_dict({f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]},
                            sync_dist=True)  # already global (torchmetrics syncs), this only silences DDP advice
+
+
+def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], clean: torch.Tensor,
+                      title: str) -> Figure:
+    """Accuracy per corruption (bar: mean over severities, dots: each severity) beside clean accuracy,
+    and one test digit under every corruption and severity (`examples[name]`: (severities, 28, 28))."""
+    rows = report["corruptions"]
+    names = list(rows)
+    fig = Figure(figsize=(12, 0.42 * len(names) + 1.6), layout="constrained")
+    fig.suptitle(title)
+    bars_area, grid_area = fig.subfigures(1, 2, width_ratios=[1.5, 1])
+    ax = bars_area.add_subplot()
+    y = np.arange(len(names))
+    colors = ["tab:orange" if rows[n]["trained_on"] else "tab:blue" for n in names]
+    ax.barh(y, [100 * rows[n]["accuracy"] for n in names], color=colors, alpha=0.6)
+    for s, marker in zip(report["severities"], "o^s"):
+        ax.scatter([100 * rows[n]["severity"][str(s)] for n in names], y, marker=marker, s=14, color="black",
+                   label=f"severity {s}", zorder=3)
+    ax.axvline(100 * report["clean"], color=RIGHT, linestyle="--", label=f"clean {report['clean']:.2%}")
+    lowest = min(min(r["severity"].values()) for r in rows.values())
+    ax.set(yticks=y, yticklabels=[n + (" *" if rows[n]["trained_on"] else "") for n in names],
+           xlim=(max(0.0, 100 * lowest - 5), 100.5), xlabel="test accuracy (%)")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=4, fontsize=8)
+    if report["trained_on"]:
+        ax.set_title("* trained on (orange); the others are held out", fontsize=9)
+    axes = grid_area.subplots(len(names), 1 + len(report["severities"]), squeeze=False)
+    for r, name in enumerate(names):
+        for c, image in enumerate([clean, *examples[name]]):
+            axes[r, c].imshow(image.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+            if c == 0:
+                axes[r, c].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+            if r == 0:
+                axes[r, c].set_title("clean" if c == 0 else f"sev {c}", fontsize=8)
+    return fig

@@ -5,6 +5,7 @@
     predictor.predict("my_digit.png")
     # {"digit": 7, "confidence": 0.998, "probabilities": [...10 floats...], "is_digit": True,
     #  "reason": None, "error": None}
+    ensemble = DigitPredictor([ckpt_a, ckpt_b, ckpt_c], tta=True)  # mean of calibrated probabilities
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.checkpoints import load_network, load_temperature, resolve_checkpoint, resolve_device
+from digitrec.checkpoints import resolve_checkpoint, resolve_device
+from digitrec.ensemble import load_scorer
 from digitrec.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 from digitrec.images import ImageInput, ImageWarning, describe, read_image
@@ -48,31 +50,41 @@ class DigitPredictor:
     a blank image or a confidence below `threshold`), `reason` (why it is not a digit) and
     `error` (a message, for an unusable input in `predict_batch`). Probabilities use the
     temperature `evaluate.py` calibrated for the checkpoint (kept beside it), else 1.0 with a warning:
-    see `temperature_source`.
+    see `temperature_source`. Several checkpoints answer as an ensemble: the mean of their calibrated
+    probabilities; `tta` also averages over 1-px shifts and ±8° rotations of each image.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "auto",
+    def __init__(self, checkpoint: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device = "auto",
                  model_name: str | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 preprocess: bool = True, batch_size: int = 256) -> None:
-        self.checkpoint = resolve_checkpoint(checkpoint, option="")
+                 preprocess: bool = True, batch_size: int = 256, tta: bool = False) -> None:
+        given = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+        if not given:
+            raise ConfigError("no checkpoint given; give one checkpoint, or a list of them for an ensemble.")
+        self.checkpoints = [resolve_checkpoint(c, option="") for c in given]
+        self.checkpoint = self.checkpoints[0]
+        self.tta = bool(tta)
         self.device = resolve_device(device)
         self.threshold = _check_threshold(threshold)
         self.preprocess = bool(preprocess)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
         self.batch_size = batch_size
-        self.net, self.model_name = load_network(self.checkpoint, self.device)
-        if model_name is not None and registry_name({"name": model_name}) != self.model_name:
-            raise ConfigError(f"a {model_name!r} model was expected, but {self.checkpoint} holds a "
-                              f"{self.model_name!r} model; give a checkpoint of a {model_name!r} model.")
-        self.temperature, self.temperature_source = load_temperature(self.checkpoint)
-        if self.temperature_source.startswith("uncalibrated"):
-            log.warning("%s is not calibrated: confidences use temperature 1 (python evaluate.py ckpt_path=%s "
-                        "fits one on the validation split).", self.checkpoint, self.checkpoint)
+        self.net, self.temperature, names, sources = load_scorer(self.checkpoints, self.device, self.tta)
+        for path, name in zip(self.checkpoints, names):
+            if model_name is not None and registry_name({"name": model_name}) != name:
+                raise ConfigError(f"a {model_name!r} model was expected, but {path} holds a "
+                                  f"{name!r} model; give a checkpoint of a {model_name!r} model.")
+        self.model_name = names[0] if len(names) == 1 else f"ensemble of {len(names)} ({', '.join(sorted(set(names)))})"
+        self.temperature_source = sources[0] if len(sources) == 1 else "; ".join(sources)
+        for path, source in zip(self.checkpoints, sources):
+            if source.startswith("uncalibrated"):
+                log.warning("%s is not calibrated: confidences use temperature 1 (python evaluate.py ckpt_path=%s "
+                            "fits one on the validation split).", path, path)
 
     def __repr__(self) -> str:
-        return (f"DigitPredictor({self.model_name!r} from {str(self.checkpoint)!r}, device={self.device}, "
-                f"threshold={self.threshold}, preprocess={self.preprocess}, "
+        given = str(self.checkpoint) if len(self.checkpoints) == 1 else [str(c) for c in self.checkpoints]
+        return (f"DigitPredictor({self.model_name!r} from {given!r}, device={self.device}, "
+                f"threshold={self.threshold}, preprocess={self.preprocess}, tta={self.tta}, "
                 f"temperature={self.temperature:g} {self.temperature_source})")
 
     def with_options(self, *, threshold: float | None = None, preprocess: bool | None = None) -> DigitPredictor:
@@ -213,8 +225,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 if every image was answered (digit or not), 1 if any could not be read.",
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt)")
+    parser.add_argument("--checkpoint", required=True, type=Path, action="append",
+                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); "
+                             "repeat it for an ensemble (the mean of the members' calibrated probabilities)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: also average over 1-px shifts and ±8° rotations (7× the work)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
     parser.add_argument("--visualise", type=Path, metavar="OUT.png",
                         help="also write a picture per image, in the format its extension names (.png, .jpg, "
@@ -266,7 +281,7 @@ def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     predictor = DigitPredictor(args.checkpoint, device=args.device, model_name=args.model,
-                               threshold=args.threshold, preprocess=not args.no_preprocess)
+                               threshold=args.threshold, preprocess=not args.no_preprocess, tta=args.tta)
     paths, notes, folder_errors = expand_folders(args.images)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

@@ -149,3 +149,22 @@ def compare_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None,
     log.info("%s\nComparison written to %s (comparison.md, comparison.csv, comparison.png).",
              comparison_markdown(sweep_dir, rows).rstrip(), out)
     return rows
+
+
+def sweep_checkpoints(sweep_dir: str | Path) -> list[Path]:
+    """The best checkpoint of every job of a sweep that finished; the others are named in a warning."""
+    sweep_dir = Path(sweep_dir).expanduser().absolute()
+    found, missing = [], []
+    for job in sweep_jobs(sweep_dir) if sweep_dir.is_dir() else []:
+        try:
+            summary = json.loads((job / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        ckpt = _job_checkpoint(job, summary)
+        (found if ckpt else missing).append(ckpt or job.name)
+    if missing:
+        log.warning("Left out of the ensemble (no best checkpoint): %s.", ", ".join(map(str, missing)))
+    if not found:
+        raise ConfigError(f"sweep_dir={sweep_dir}: no job with a best checkpoint to make an ensemble of; give the "
+                          "folder of a finished `python train.py -m ...` run.")
+    return found

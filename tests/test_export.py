@@ -96,4 +96,4 @@ def test_export_errors(tmp_path: Path, calibrated_checkpoint: Path, caplog) -> N
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "none.ckpt")])
     assert exit_info.value.code == 1 and "none.ckpt: no such checkpoint file" in caplog.text
-    assert default_output_dir(tmp_path / "loose.ckpt") == tmp_path / "export"
+    assert default_output_dir([tmp_path / "loose.ckpt"]) == tmp_path / "export"

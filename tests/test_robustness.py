@@ -1,0 +1,92 @@
+"""Corruptions (deterministic, in range, growing with severity), the robustness report, corruption training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from digitrec.corruptions import CORRUPTIONS, SEVERITIES, corrupt_randomly
+from digitrec.data import MNISTDataModule
+from digitrec.errors import ConfigError
+from digitrec.evaluation import evaluate_checkpoint
+from digitrec.mnist import load_split, raw_dir
+from digitrec.robustness import corrupted, robustness_report
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir: Path) -> torch.Tensor:
+    return load_split(raw_dir(mnist_dir), train=False).images[:64]
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_each_corruption_is_deterministic_in_range_and_grows_with_severity(name: str, digits: torch.Tensor) -> None:
+    clean = digits.float() / 255
+    damage = []
+    for severity in SEVERITIES:
+        a = corrupted(digits, name, severity, seed=3)
+        assert a.shape == clean.shape and a.dtype == torch.float32
+        assert 0 <= a.min() and a.max() <= 1
+        assert torch.equal(a, corrupted(digits, name, severity, seed=3))  # same seed, same images
+        damage.append(float((a - clean).abs().mean()))
+    # more damage at each severity (a far shift saturates this measure: 2 % slack)
+    assert 0 < damage[0] < damage[1] <= damage[2] * 1.02 and damage[0] < damage[2], damage
+    random_parts = name not in ("scale", "brightness", "thin_pen", "thick_pen", "low_resolution", "canny_edges")
+    if random_parts:
+        assert not torch.equal(corrupted(digits, name, 2, seed=3), corrupted(digits, name, 2, seed=4))
+
+
+def test_training_corruption_touches_the_share_asked_for(digits: torch.Tensor) -> None:
+    x = digits.float() / 255
+    assert torch.equal(corrupt_randomly(x, ["impulse_noise"], p=0.0), x)
+    changed = (corrupt_randomly(x, ["impulse_noise", "brightness"], p=1.0) != x).flatten(1).any(1)
+    assert changed.all()
+
+
+def test_unknown_training_corruption_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown corruption.*gauss_noise.*known: shot_noise"):
+        MNISTDataModule(data_dir=str(tmp_path), corruptions=["shot_noise", "gauss_noise"])
+    with pytest.raises(ConfigError, match="corruption_p must be in"):
+        MNISTDataModule(data_dir=str(tmp_path), corruption_p=1.5)
+
+
+def test_report_marks_trained_and_held_out_corruptions(digits: torch.Tensor) -> None:
+    labels = torch.arange(len(digits)) % 10
+    always_zero = lambda x: torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()  # noqa: E731
+    report = robustness_report(always_zero, digits, labels, size=50, trained_on=["shot_noise", "fog"])
+    expected = float((labels[torch.randperm(64, generator=torch.Generator().manual_seed(0))[:50]] == 0).float().mean())
+    assert report["clean"] == pytest.approx(expected) and report["mean"] == pytest.approx(expected)
+    assert [n for n, row in report["corruptions"].items() if row["trained_on"]] == ["shot_noise", "fog"]
+    assert set(report) >= {"held_out_mean", "trained_mean", "worst", "low_resolution"}
+    with pytest.raises(ValueError, match="robustness_images must be an integer in 1..64"):
+        robustness_report(always_zero, digits, labels, size=65)
+
+
+def test_evaluation_writes_the_robustness_report(trained_run: Path, mnist_dir: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "run" / "checkpoints" / "mlp-best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "mlp-best.ckpt", ckpt)
+    report = evaluate_checkpoint(ckpt, output_dir=tmp_path / "reports", data_dir=str(mnist_dir),
+                                 robustness=True, robustness_images=300)
+    written = json.loads((tmp_path / "reports" / "robustness.json").read_text())
+    assert list(written["corruptions"]) == list(CORRUPTIONS) and written["images"] == 300
+    assert all(len(row["severity"]) == len(SEVERITIES) for row in written["corruptions"].values())
+    assert written["trained_on"] == [] and "held_out_mean" in written  # nothing trained on: all held out
+    assert report["robustness"]["mean"] == written["mean"] < written["clean"]
+    assert written["worst"]["accuracy"] == min(r["accuracy"] for r in written["corruptions"].values())
+    assert (tmp_path / "reports" / "robustness.png").stat().st_size > 10_000
+    assert "low_resolution" in (tmp_path / "reports" / "robustness.txt").read_text()
+
+
+def test_training_corruptions_are_kept_as_a_plain_list(tmp_path: Path) -> None:
+    """Hydra passes a ListConfig; a checkpoint must hold only what `torch.load(weights_only=True)` reads."""
+    from omegaconf import OmegaConf
+
+    module = MNISTDataModule(data_dir=str(tmp_path), corruptions=OmegaConf.create(["shot_noise", "fog"]))
+    assert type(module.hparams["corruptions"]) is list
+    path = tmp_path / "hparams.pt"
+    torch.save(dict(module.hparams), path)
+    assert torch.load(path, weights_only=True)["corruptions"] == ["shot_noise", "fog"]
