@@ -266,6 +266,24 @@ def _check_same_split(members: Sequence[_Member]) -> None:
                           "validation split, so give checkpoints trained with the same data.val_fraction and data.split_seed.")
 
 
+def _combine(members: Sequence[_Member], tta: bool, datamodule: MNISTDataModule, batch_size: int,
+             dev: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, float, dict[str, Any]]:
+    """What answers for the members, its test and validation scores, temperature and calibration.
+
+    One member without TTA is its own network at its temperature; otherwise an `Ensemble`, whose
+    mean of calibrated probabilities gets no temperature of its own.
+    """
+    test, val = datamodule.test_set, datamodule.val_set
+    if len(members) == 1 and not tta:
+        m = members[0]
+        return m.module.to(dev).eval(), m.test_logits, m.val_logits, m.temperature, m.calibration
+    scorer = Ensemble([m.module for m in members], [m.temperature for m in members], tta=tta).to(dev).eval()
+    test_logits = predict_logits(scorer, test.images, batch_size, dev)
+    val_logits = predict_logits(scorer, val.images, batch_size, dev)
+    return (scorer, test_logits, val_logits,
+            *calibrate(val_logits, val.labels, test_logits, test.labels, fit=False))
+
+
 def evaluate_checkpoint(ckpt: str | Path | Sequence[str | Path], output_dir: str | Path | None = None,
                         data_dir: str | None = None, batch_size: int = EVAL_BATCH_SIZE, device: str = "auto",
                         num_errors: int = 25, num_demo: int = 16, seed: int = 0, tta: bool = False,
@@ -296,16 +314,7 @@ def evaluate_checkpoint(ckpt: str | Path | Sequence[str | Path], output_dir: str
         m.test_logits = predict_logits(m.module, test.images, batch_size, dev)
         m.val_logits = predict_logits(m.module, val.images, batch_size, dev)
         m.temperature, m.calibration = calibrate(m.val_logits, val.labels, m.test_logits, test.labels)
-    scorer = members[0].module if single and not tta else \
-        Ensemble([m.module for m in members], [m.temperature for m in members], tta=tta)
-    scorer = scorer.to(dev).eval()
-    if scorer is members[0].module:
-        test_logits, val_logits = members[0].test_logits, members[0].val_logits
-        temperature, calibration = members[0].temperature, members[0].calibration
-    else:  # the members' probabilities are calibrated already: their mean gets no temperature of its own
-        test_logits = predict_logits(scorer, test.images, batch_size, dev)
-        val_logits = predict_logits(scorer, val.images, batch_size, dev)
-        temperature, calibration = calibrate(val_logits, val.labels, test_logits, test.labels, fit=False)
+    scorer, test_logits, val_logits, temperature, calibration = _combine(members, tta, datamodule, batch_size, dev)
     names = sorted({m.module.model_name for m in members})
     report = {
         "model": names[0] if single else f"ensemble of {len(members)} ({', '.join(names)})",

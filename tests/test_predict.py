@@ -26,6 +26,8 @@ from digitrec.models import MODELS
 from digitrec.predict import main as predict_main
 from digitrec.bench.rerender import main as rerender_main
 from digitrec.bench.rerender import rerender, rerendered_accuracy
+from digitrec.corruptions import CORRUPTIONS
+from digitrec.robustness import corrupted
 
 RESULT_KEYS = {"digit", "confidence", "probabilities", "is_digit", "reason", "error"}
 
@@ -452,3 +454,21 @@ def test_damaged_user_images_get_well_formed_sensible_answers(predictor: DigitPr
             assert_answer(answer)
     right = np.mean([a["digit"] == labels[i] for i, a in enumerate(answers)])
     assert right >= at_least, f"{kind}: {right:.0%} of 40 damaged digits recognised"
+
+
+def test_every_report_corruption_as_a_user_scan_gets_a_well_formed_answer(predictor: DigitPredictor,
+                                                                          test_split) -> None:
+    """The robustness report's corruptions (severity 1), drawn as 84×84 dark-on-white scans, through `predict_batch`."""
+    images, labels = test_split
+    digits = torch.from_numpy(images[:20]).unsqueeze(1)
+    right = {}
+    for name in CORRUPTIONS:
+        damaged = (corrupted(digits, name, 1, seed=0)[:, 0] * 255).round().byte().numpy()
+        scans = [Image.fromarray(255 - d).resize((84, 84), Image.Resampling.BILINEAR) for d in damaged]
+        answers = predictor.predict_batch(scans)
+        for answer in answers:
+            assert answer["error"] is None and set(answer) == RESULT_KEYS
+            if answer["digit"] is not None:
+                assert_answer(answer)
+        right[name] = np.mean([a["digit"] == labels[i] for i, a in enumerate(answers)])
+    assert np.mean(list(right.values())) >= 0.8, right
