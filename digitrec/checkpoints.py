@@ -109,6 +109,12 @@ def save_temperature(checkpoint: str | os.PathLike, temperature: float, report: 
         log.warning("Cannot write %s (%s): tools will find the temperature only in %s.", target, e.strerror, report)
 
 
+def run_dir_of(ckpt: str | os.PathLike) -> Path:
+    """The training run a checkpoint belongs to: the parent of its `checkpoints/` folder."""
+    path = Path(ckpt)
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
     """The softmax temperature calibrated for this checkpoint by `evaluate.py`, and where it came from.
 
@@ -118,7 +124,7 @@ def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
     checkpoint is not used. Without one the temperature is 1.0 (uncalibrated).
     """
     path = Path(checkpoint).resolve()
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    run = run_dir_of(path)
     notes = []
     for source in (calibration_file(path), run / f"eval-{path.stem}" / "metrics.json", run / "eval" / "metrics.json"):
         if not source.is_file():

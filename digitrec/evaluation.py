@@ -24,7 +24,7 @@ from torchmetrics.classification import (
 )
 
 from digitrec.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
-from digitrec.checkpoints import read_checkpoint, resolve_device, save_temperature
+from digitrec.checkpoints import read_checkpoint, resolve_device, run_dir_of, save_temperature
 from digitrec.corruptions import SEVERITIES
 from digitrec.data import EVAL_BATCH_SIZE, MNISTDataModule
 from digitrec.ensemble import TTA_VIEWS, Ensemble, members_key
@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 REPORT_FILES = ("metrics.json", "classification_report.txt", "confusion_matrix.png", "misclassified.png",
                 "training_curves.png", "demo.png", "reliability.png")
 _PER_CLASS = {"precision": MulticlassPrecision, "recall": MulticlassRecall, "f1": MulticlassF1Score}
-
-
-def run_dir_of(ckpt: Path) -> Path:
-    """The training run a checkpoint belongs to: the parent of its `checkpoints/` folder."""
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
 def _short(error: BaseException, limit: int = 300) -> str:

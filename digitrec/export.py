@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitrec.checkpoints import load_temperature, resolve_checkpoint
+from digitrec.checkpoints import load_temperature, resolve_checkpoint, run_dir_of
 from digitrec.ensemble import load_scorer, members_key
 from digitrec.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
@@ -119,9 +119,7 @@ def export(checkpoint: str | Path | Sequence[str | Path], output_dir: str | Path
 def default_output_dir(checkpoints: Sequence[Path]) -> Path:
     """`<run>/export` for a checkpoint in a run's `checkpoints/` folder, else `export/` next to it;
     for an ensemble, `export/` in the folder that holds all its runs."""
-    runs = [p.parent.parent if p.parent.name == "checkpoints" else p.parent
-            for p in (Path(c).resolve() for c in checkpoints)]
-    return Path(os.path.commonpath(runs)) / "export"
+    return Path(os.path.commonpath([run_dir_of(Path(c).resolve()) for c in checkpoints])) / "export"
 
 
 def run_exported(path: Path, pixels: np.ndarray) -> np.ndarray:

@@ -53,6 +53,14 @@ def _job_model(job: Path) -> str | None:
         return None
 
 
+def _job_summary(job: Path) -> dict[str, Any] | None:
+    """The job's summary.json, or None when it is missing or unreadable (the job did not finish)."""
+    try:
+        return json.loads((job / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _job_checkpoint(job: Path, summary: dict[str, Any]) -> Path | None:
     """The summary's best checkpoint, or the job's own `checkpoints/*-best.ckpt` if the folder was moved."""
     named = summary.get("best_checkpoint")
@@ -66,9 +74,8 @@ def evaluate_job(job: Path, **eval_options: Any) -> dict[str, Any]:
     """One comparison row; a job that did not finish or whose checkpoint is unusable is a `failed` row."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(job=job.name, overrides=_job_overrides(job), model=_job_model(job), status="ok")
-    try:
-        summary = json.loads((job / "summary.json").read_text())
-    except (OSError, ValueError):
+    summary = _job_summary(job)
+    if summary is None:
         reason = f"no readable summary.json (training did not finish; see {job.name}/train.log)"
         return {**row, "status": f"failed: {reason}"}
     if summary.get("status") == "failed":  # train.py's own record of a job that failed in a multirun
@@ -156,11 +163,7 @@ def sweep_checkpoints(sweep_dir: str | Path) -> list[Path]:
     sweep_dir = Path(sweep_dir).expanduser().absolute()
     found, missing = [], []
     for job in sweep_jobs(sweep_dir) if sweep_dir.is_dir() else []:
-        try:
-            summary = json.loads((job / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
-        ckpt = _job_checkpoint(job, summary)
+        ckpt = _job_checkpoint(job, _job_summary(job) or {})
         (found if ckpt else missing).append(ckpt or job.name)
     if missing:
         log.warning("Left out of the ensemble (no best checkpoint): %s.", ", ".join(map(str, missing)))
