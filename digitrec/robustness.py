@@ -79,4 +79,8 @@ def format_robustness(report: dict[str, Any]) -> str:
     summary = [f"mean {report['mean']:.2%}", f"worst {report['worst']['corruption']} {report['worst']['accuracy']:.2%}"]
     if report["trained_on"]:
         summary += [f"held out {report['held_out_mean']:.2%}", f"trained on {report['trained_mean']:.2%}"]
-    return "\n".join([*lines, ", ".join(summary) + f" ({report['images']:,} test images, seed {report['seed']})"])
+    lines.append(", ".join(summary) + f" ({report['images']:,} test images, seed {report['seed']})")
+    extra = [name for name in report["trained_on"] if name not in report["corruptions"]]
+    if extra:
+        lines.append(f"also trained on, not rows of this report: {', '.join(extra)}")
+    return "\n".join(lines)

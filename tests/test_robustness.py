@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitrec.corruptions import CORRUPTIONS, SEVERITIES, corrupt_randomly
+from digitrec.corruptions import CORRUPTIONS, SEVERITIES, TRAINING_ONLY, corrupt_randomly
 from digitrec.data import MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.evaluation import evaluate_checkpoint
 from digitrec.mnist import load_split, raw_dir
-from digitrec.robustness import corrupted, robustness_report
+from digitrec.robustness import corrupted, format_robustness, robustness_report
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,29 @@ def test_each_corruption_is_deterministic_in_range_and_grows_with_severity(name:
         assert not torch.equal(corrupted(digits, name, 2, seed=3), corrupted(digits, name, 2, seed=4))
 
 
+@pytest.mark.parametrize("name", list(TRAINING_ONLY))
+def test_each_training_only_corruption_is_deterministic_in_range_and_grows_with_severity(
+        name: str, digits: torch.Tensor) -> None:
+    clean = digits.float() / 255
+    apply = TRAINING_ONLY[name].apply
+    damage = []
+    for severity in SEVERITIES:
+        a = apply(clean, severity, torch.Generator().manual_seed(3))
+        assert a.shape == clean.shape and 0 <= a.min() and a.max() <= 1
+        assert torch.equal(a, apply(clean, severity, torch.Generator().manual_seed(3)))
+        damage.append(float((a - clean).abs().mean()))
+    assert 0 < damage[0] < damage[1] < damage[2], damage
+    assert name not in CORRUPTIONS  # the report's set stays fixed
+
+
 def test_training_corruption_touches_the_share_asked_for(digits: torch.Tensor) -> None:
     x = digits.float() / 255
     assert torch.equal(corrupt_randomly(x, ["impulse_noise"], p=0.0), x)
-    changed = (corrupt_randomly(x, ["impulse_noise", "brightness"], p=1.0) != x).flatten(1).any(1)
+    changed = (corrupt_randomly(x, ["impulse_noise", "brightness", "inverted_patch"], p=1.0) != x).flatten(1).any(1)
     assert changed.all()
+    torch.manual_seed(0)
+    half = (corrupt_randomly(x.repeat(16, 1, 1, 1), ["brightness"], p=0.5) != x.repeat(16, 1, 1, 1)).flatten(1).any(1)
+    assert 0.4 < half.float().mean() < 0.6
 
 
 def test_unknown_training_corruption_is_a_config_error(tmp_path: Path) -> None:
@@ -56,11 +74,12 @@ def test_unknown_training_corruption_is_a_config_error(tmp_path: Path) -> None:
 def test_report_marks_trained_and_held_out_corruptions(digits: torch.Tensor) -> None:
     labels = torch.arange(len(digits)) % 10
     always_zero = lambda x: torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()  # noqa: E731
-    report = robustness_report(always_zero, digits, labels, size=50, trained_on=["shot_noise", "fog"])
+    report = robustness_report(always_zero, digits, labels, size=50, trained_on=["shot_noise", "fog", "outline"])
     expected = float((labels[torch.randperm(64, generator=torch.Generator().manual_seed(0))[:50]] == 0).float().mean())
     assert report["clean"] == pytest.approx(expected) and report["mean"] == pytest.approx(expected)
     assert [n for n, row in report["corruptions"].items() if row["trained_on"]] == ["shot_noise", "fog"]
     assert set(report) >= {"held_out_mean", "trained_mean", "worst", "low_resolution"}
+    assert format_robustness(report).endswith("also trained on, not rows of this report: outline")
     with pytest.raises(ValueError, match="robustness_images must be an integer in 1..64"):
         robustness_report(always_zero, digits, labels, size=65)
 
