@@ -8,10 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from digitrec.checkpoints import find_newest_checkpoint
 from digitrec.errors import exit_on_user_error
-from digitrec.evaluation import evaluate_checkpoint
-from digitrec.sweep import compare_sweep, is_multirun_dir, sweep_checkpoints
 
 log = logging.getLogger("evaluate")
 
@@ -19,6 +16,11 @@ log = logging.getLogger("evaluate")
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    # Lightning, torchmetrics and matplotlib take seconds to import: only now, so that --help answers at once
+    from digitrec.checkpoints import find_newest_checkpoint
+    from digitrec.evaluation import evaluate_checkpoint
+    from digitrec.sweep import compare_sweep, is_multirun_dir, sweep_checkpoints
+
     options = {"data_dir": cfg.data_dir, "batch_size": cfg.batch_size, "device": cfg.device,
                "num_errors": cfg.num_errors, "num_demo": cfg.num_demo, "seed": cfg.seed, "tta": cfg.tta,
                "robustness": cfg.robustness, "robustness_images": cfg.robustness_images}

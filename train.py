@@ -8,13 +8,10 @@ import time
 from pathlib import Path
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from digitrec.errors import exit_on_user_error
-from digitrec.module import DigitClassifier
-from digitrec.trainer import build_trainer, explain_interrupts, keep_sweep_going, report_run, resolve_resume_path
+from digitrec.errors import exit_on_user_error, keep_sweep_going
 from digitrec.validation import check_command_line, check_config
 
 log = logging.getLogger("train")
@@ -25,6 +22,11 @@ log = logging.getLogger("train")
 @keep_sweep_going
 def main(cfg: DictConfig) -> float:
     check_config(cfg)
+    # Lightning takes seconds to import: only now, so that --help and a bad option answer at once
+    import lightning as L
+    from digitrec.module import DigitClassifier
+    from digitrec.trainer import build_trainer, explain_interrupts, report_run, resolve_resume_path
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from pathlib import Path
@@ -58,6 +59,28 @@ def exit_on_user_error(func: Callable[P, R]) -> Callable[P, R]:
             else:
                 print(f"error: {user_error}", file=sys.stderr)
             raise SystemExit(1) from None
+
+    return wrapper
+
+
+def keep_sweep_going(func: Callable[P, float]) -> Callable[P, float]:
+    """Decorate a Hydra task: in a multirun, a failed job records its error in `summary.json` and the sweep goes on."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> float:
+        from hydra.core.hydra_config import HydraConfig  # here: the inference paths import this module, not Hydra
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except Exception as e:
+            logging.getLogger(_logger_name(func)).exception("This job failed; the sweep goes on.")
+            error = find_user_error(e) or e
+            out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
+            out.write_text(json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}, indent=2) + "\n")
+            return float("nan")
 
     return wrapper
 

@@ -7,14 +7,13 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, WeightAveraging
@@ -256,22 +255,3 @@ def explain_interrupts(trainer: L.Trainer) -> Iterator[None]:
             else:
                 log.warning("Interrupted during the first epoch, before any checkpoint was written: nothing to resume.")
         raise SystemExit(130) from None
-
-
-def keep_sweep_going(func: Callable[[DictConfig], float]) -> Callable[[DictConfig], float]:
-    """In a multirun, a failed job records its error in `summary.json` and the sweep goes on."""
-
-    @functools.wraps(func)
-    def wrapper(cfg: DictConfig) -> float:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            return func(cfg)
-        try:
-            return func(cfg)
-        except Exception as e:
-            log.exception("This job failed; the sweep goes on.")
-            error = find_user_error(e) or e
-            out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
-            out.write_text(json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}, indent=2) + "\n")
-            return float("nan")
-
-    return wrapper

@@ -5,14 +5,30 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-import torch
+# `make test` runs the suite on every core (pytest-xdist): each worker, and each run it starts, then
+# keeps to one thread instead of all of them competing for every core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+LONG_FIRST = ("test_train.py", "test_ensemble.py", "test_evaluation.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules of long end-to-end tests first, so that the workers of `-n` finish together."""
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)
 
 
 def write_idx(path: Path, tensor: torch.Tensor, gz: bool = True) -> Path:
@@ -71,11 +87,42 @@ def run_train(*overrides: str, cwd: Path = REPO, check: bool = True, timeout: in
     return proc
 
 
+def run_trains(*runs: tuple[str, ...]) -> None:
+    """Several `run_train` runs at once, each in its own process."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        list(pool.map(lambda overrides: run_train(*overrides), runs))
+
+
+def once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` once per test session, also under pytest-xdist: the first worker to ask builds
+    the folder all workers share, the others wait for it. Returns the folder."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    """One real run: the MLP, 2 epochs on real MNIST (about 20 s). Returns its run directory."""
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    run_train("model=mlp", "trainer.max_epochs=2", f"data.data_dir={mnist_dir}", f"hydra.run.dir={run_dir}")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    """One real run: the MLP, 2 epochs on real MNIST (about 20 s), trained once per session.
+
+    Returns a run directory of this worker's own, to write beside.
+    """
+    def train(folder: Path) -> None:
+        run_train("model=mlp", "trainer.max_epochs=2", f"data.data_dir={mnist_dir}", f"hydra.run.dir={folder}")
+
+    source = once_per_session(tmp_path_factory, "trained-run", train)
+    summary = json.loads((source / "summary.json").read_text())
     assert summary["test_acc"] > 0.95, summary
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    shutil.copytree(source, run_dir)
     return run_dir

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, run_train
+from conftest import REPO, once_per_session, run_train
 from digitrec.calibration import calibration_errors, fit_temperature
 from digitrec.mnist import FILES, NUM_CLASSES
 from digitrec.errors import CheckpointError, ConfigError
@@ -39,36 +39,39 @@ def strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=reject)
 
 
-@pytest.fixture(scope="module")
-def project(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A working folder whose outputs/ holds a copy of the trained run (without any earlier reports)."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(trained_run, root / "outputs" / "2026-01-01" / "run", ignore=shutil.ignore_patterns("eval*"))
-    return root
+@pytest.fixture(scope="session")
+def project(trained_run: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder whose outputs/ holds a copy of the trained run, then `python evaluate.py` run
+    in it with no checkpoint given (it must find the run's best checkpoint itself); built once per session."""
+    def build(root: Path) -> None:
+        shutil.copytree(trained_run, root / "outputs" / "2026-01-01" / "run", ignore=shutil.ignore_patterns("eval*"))
+        proc = run_evaluate(f"data_dir={mnist_dir}", cwd=root)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (root / "console.txt").write_text(proc.stdout)
+
+    return once_per_session(tmp_path_factory, "evaluate-project", build)
 
 
-@pytest.fixture(scope="module")
-def cli_run(project: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
-    """`python evaluate.py` with no checkpoint given: it must find the run's best checkpoint itself."""
-    proc = run_evaluate(f"data_dir={mnist_dir}", cwd=project)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+@pytest.fixture
+def console(project: Path) -> str:
+    """What `python evaluate.py` printed."""
+    return (project / "console.txt").read_text()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def run_dir(project: Path) -> Path:
     return project / "outputs" / "2026-01-01" / "run"
 
 
-@pytest.fixture(scope="module")
-def metrics(cli_run: subprocess.CompletedProcess, run_dir: Path) -> dict:
+@pytest.fixture
+def metrics(run_dir: Path) -> dict:
     return strict_json(run_dir / "eval" / "metrics.json")
 
 
-def test_cli_takes_the_newest_best_checkpoint_and_says_which(cli_run, run_dir: Path) -> None:
+def test_cli_takes_the_newest_best_checkpoint_and_says_which(console: str, run_dir: Path) -> None:
     best = run_dir / "checkpoints" / "mlp-best.ckpt"
-    assert f"newest best checkpoint under outputs: {best}" in cli_run.stdout
-    assert "test accuracy" in cli_run.stdout and "temperature" in cli_run.stdout  # the console summary
+    assert f"newest best checkpoint under outputs: {best}" in console
+    assert "test accuracy" in console and "temperature" in console  # the console summary
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == [".hydra"]  # no temp folders left
 
 

@@ -11,6 +11,7 @@ from digitrec.data import MNISTDataModule
 from digitrec.module import DigitClassifier
 
 
+@pytest.mark.slow  # a launcher's own processes: in `make test-slow` (CI runs it)
 def test_ddp_cpu_writes_one_run_and_tests_exactly(tmp_path: Path, mnist_dir: Path) -> None:
     run_dir = tmp_path / "ddp"
     run_train("trainer=ddp_cpu", "model=mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=20",
@@ -27,6 +28,7 @@ def test_ddp_cpu_writes_one_run_and_tests_exactly(tmp_path: Path, mnist_dir: Pat
     assert summary["test_loss"] == pytest.approx(single["test/loss"], rel=1e-4)
 
 
+@pytest.mark.slow  # a launcher's own processes: in `make test-slow` (CI runs it)
 def test_optuna_sweep_records_best_parameters(tmp_path: Path, mnist_dir: Path) -> None:
     import yaml
 
@@ -70,6 +72,7 @@ def test_torchrun_two_cpu_processes_share_one_run(tmp_path: Path, mnist_dir: Pat
     assert json.loads((run_dir / "summary.json").read_text())["test_acc"] > 0.5
 
 
+@pytest.mark.slow  # a launcher's own processes: in `make test-slow` (CI runs it)
 def test_submitit_local_launcher_runs_a_job(tmp_path: Path, mnist_dir: Path) -> None:
     run_train("-m", "hydra/launcher=submitit_local", "model=mlp", "trainer.fast_dev_run=true",
               f"hydra.sweep.dir={tmp_path}", timeout=300)

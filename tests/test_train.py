@@ -5,12 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, run_train
+from conftest import REPO, once_per_session, run_train, run_trains
 from digitrec.trainer import cpu_has_bf16
 
 
@@ -18,25 +19,31 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_short_run_writes_checkpoints_logs_and_summary(tmp_path: Path, mnist_dir: Path) -> None:
-    run_train("model=mlp", "debug=limit", f"hydra.run.dir={tmp_path}")
-    assert (tmp_path / "checkpoints" / "mlp-best.ckpt").is_file()
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tmp_path / ".hydra" / "config.yaml").is_file() and (tmp_path / "train.log").is_file()
-    result = summary(tmp_path)
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    def train(folder: Path) -> None:
+        run_train("model=mlp", "debug=limit", "trainer.log_every_n_steps=5", f"hydra.run.dir={folder}")
+
+    return once_per_session(tmp_path_factory, "short-run", train)
+
+
+def test_short_run_writes_checkpoints_logs_and_summary(short_run: Path) -> None:
+    assert (short_run / "checkpoints" / "mlp-best.ckpt").is_file()
+    assert (short_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((short_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (short_run / ".hydra" / "config.yaml").is_file() and (short_run / "train.log").is_file()
+    result = summary(short_run)
     assert result["epochs"] == 2 and result["best_checkpoint"].endswith("mlp-best.ckpt")
-    ckpt = torch.load(tmp_path / "checkpoints" / "mlp-best.ckpt", weights_only=True)  # plain data only
+    ckpt = torch.load(short_run / "checkpoints" / "mlp-best.ckpt", weights_only=True)  # plain data only
     assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP", "dropout": 0.2}
-    assert "Done: mlp (569,226 params)" in (tmp_path / "train.log").read_text()
+    assert "Done: mlp (569,226 params)" in (short_run / "train.log").read_text()
 
 
-def test_hparams_tab_has_final_metrics(tmp_path: Path, mnist_dir: Path) -> None:
+def test_hparams_tab_has_final_metrics(short_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_train("model=mlp", "debug=limit", "trainer.max_epochs=1", "trainer.log_every_n_steps=5", f"hydra.run.dir={tmp_path}")
     tags = set()
-    for events in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+    for events in (short_run / "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events))
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
@@ -63,8 +70,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path
     args = ("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
             "trainer.limit_test_batches=2")
     a, b = tmp_path / "a", tmp_path / "b"
-    run_train(*args, f"hydra.run.dir={a}")
-    run_train(*args, f"hydra.run.dir={b}")
+    run_trains((*args, f"hydra.run.dir={a}"), (*args, f"hydra.run.dir={b}"))
     assert summary(a)["best_val_acc"] == summary(b)["best_val_acc"]
     assert summary(a)["test_loss"] == summary(b)["test_loss"]
 
@@ -73,23 +79,25 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, m
     args = ["model=mlp", "trainer.max_epochs=3", "trainer.limit_train_batches=100",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     full, cut, resumed = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
-    run_train(*args, f"hydra.run.dir={full}")
+    with ThreadPoolExecutor(1) as pool:  # the uninterrupted run meanwhile, in its own process
+        uninterrupted = pool.submit(run_train, *args, f"hydra.run.dir={full}")
 
-    # Ctrl-C as in a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored.
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={cut}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    last = cut / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0].decode(errors="replace")
-    assert not (cut / "summary.json").exists(), f"the run was meant to be interrupted:\n{output[-3000:]}"
-    stopped_at = torch.load(last, weights_only=True)["epoch"]
-    assert stopped_at < 2
+        # Ctrl-C as in a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored.
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={cut}"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        last = cut / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 120
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=120)[0].decode(errors="replace")
+        assert not (cut / "summary.json").exists(), f"the run was meant to be interrupted:\n{output[-3000:]}"
+        stopped_at = torch.load(last, weights_only=True)["epoch"]
+        assert stopped_at < 2
 
-    run_train(*args, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+        run_train(*args, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+        uninterrupted.result()
     assert summary(resumed)["epochs"] == summary(full)["epochs"] == 3
     for key in ("best_val_acc", "test_acc", "test_loss"):
         assert summary(resumed)[key] == summary(full)[key], key
