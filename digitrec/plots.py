@@ -263,7 +263,9 @@ def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], cle
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=4, fontsize=8)
     if report["trained_on"]:
-        ax.set_title("* trained on (orange); the others are held out", fontsize=9)
+        extra = [n for n in report["trained_on"] if n not in rows]  # training-only corruptions
+        ax.set_title("* trained on (orange); the others are held out"
+                     + (f"\nalso trained on, not rows here: {', '.join(extra)}" if extra else ""), fontsize=9)
     axes = grid_area.subplots(len(names), 1 + len(report["severities"]), squeeze=False)
     for r, name in enumerate(names):
         for c, image in enumerate([clean, *examples[name]]):

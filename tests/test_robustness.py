@@ -14,6 +14,7 @@ from digitrec.data import MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.evaluation import evaluate_checkpoint
 from digitrec.mnist import load_split, raw_dir
+from digitrec.plots import robustness_figure
 from digitrec.robustness import corrupted, format_robustness, robustness_report
 
 
@@ -80,6 +81,10 @@ def test_report_marks_trained_and_held_out_corruptions(digits: torch.Tensor) -> 
     assert [n for n, row in report["corruptions"].items() if row["trained_on"]] == ["shot_noise", "fog"]
     assert set(report) >= {"held_out_mean", "trained_mean", "worst", "low_resolution"}
     assert format_robustness(report).endswith("also trained on, not rows of this report: outline")
+    examples = {name: torch.zeros(len(SEVERITIES), 28, 28) for name in CORRUPTIONS}
+    figure = robustness_figure(report, examples, torch.zeros(28, 28), title="always zero")
+    titles = [ax.get_title() for ax in figure.get_axes()]
+    assert any(t.endswith("also trained on, not rows here: outline") for t in titles), titles
     with pytest.raises(ValueError, match="robustness_images must be an integer in 1..64"):
         robustness_report(always_zero, digits, labels, size=65)
 
