@@ -281,13 +281,13 @@ TRAINING_ONLY: dict[str, Corruption] = {
 }
 """Damage for training only, not rows of the robustness report: cousins in kind of `canny_edges` and
 `stripe`, which a recipe training on these holds out by implementation, not by kind."""
+TRAINABLE: dict[str, Corruption] = {**CORRUPTIONS, **TRAINING_ONLY}
 
 
 def check_names(names: Sequence[str], what: str) -> list[str]:
-    known = {**CORRUPTIONS, **TRAINING_ONLY}
-    unknown = [name for name in names if name not in known]
+    unknown = [name for name in names if name not in TRAINABLE]
     if unknown:
-        raise ValueError(f"{what}: unknown corruption(s) {', '.join(unknown)}; known: {', '.join(known)}.")
+        raise ValueError(f"{what}: unknown corruption(s) {', '.join(unknown)}; known: {', '.join(TRAINABLE)}.")
     return list(names)
 
 
@@ -298,7 +298,6 @@ def corrupt_randomly(x: torch.Tensor, names: Sequence[str], p: float) -> torch.T
     instead of one per corruption and severity, a third of the small calls.
     """
     n = len(x)
-    known = {**CORRUPTIONS, **TRAINING_ONLY}
     choice = torch.randint(len(names), (n,), device=x.device)
     chosen = torch.rand(n, device=x.device) < p
     severities = torch.randint(1, len(SEVERITIES) + 1, (len(names),)).tolist()
@@ -306,5 +305,5 @@ def corrupt_randomly(x: torch.Tensor, names: Sequence[str], p: float) -> torch.T
     for i, (name, severity) in enumerate(zip(names, severities)):
         idx = (chosen & (choice == i)).nonzero().flatten()
         if len(idx):
-            out[idx] = known[name].apply(x[idx], severity, None)
+            out[idx] = TRAINABLE[name].apply(x[idx], severity, None)
     return out

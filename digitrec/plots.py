@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digitrec.mnist import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from digitrec.robustness import training_only
 
 RIGHT, WRONG = "tab:green", "tab:red"
 
@@ -263,7 +264,7 @@ def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], cle
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=4, fontsize=8)
     if report["trained_on"]:
-        extra = [n for n in report["trained_on"] if n not in rows]  # training-only corruptions
+        extra = training_only(report)
         ax.set_title("* trained on (orange); the others are held out"
                      + (f"\nalso trained on, not rows here: {', '.join(extra)}" if extra else ""), fontsize=9)
     axes = grid_area.subplots(len(names), 1 + len(report["severities"]), squeeze=False)

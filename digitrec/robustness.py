@@ -68,6 +68,11 @@ def robustness_report(scores: Scores, images: torch.Tensor, labels: torch.Tensor
     }
 
 
+def training_only(report: dict[str, Any]) -> list[str]:
+    """The corruptions the model was trained with that are not rows of the report."""
+    return [name for name in report["trained_on"] if name not in report["corruptions"]]
+
+
 def format_robustness(report: dict[str, Any]) -> str:
     """The report as an aligned text table, one row per corruption."""
     header = f"{'corruption':<16}{'mean':>8}" + "".join(f"{'sev ' + str(s):>8}" for s in report["severities"])
@@ -80,7 +85,7 @@ def format_robustness(report: dict[str, Any]) -> str:
     if report["trained_on"]:
         summary += [f"held out {report['held_out_mean']:.2%}", f"trained on {report['trained_mean']:.2%}"]
     lines.append(", ".join(summary) + f" ({report['images']:,} test images, seed {report['seed']})")
-    extra = [name for name in report["trained_on"] if name not in report["corruptions"]]
+    extra = training_only(report)
     if extra:
         lines.append(f"also trained on, not rows of this report: {', '.join(extra)}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from digitrec.errors import ConfigError, find_user_error
+from digitrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
