@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -153,3 +154,33 @@ def test_evaluate_cli_takes_a_list_of_checkpoints(members: list[Path], mnist_dir
     metrics = json.loads((tmp_path / "pair" / "metrics.json").read_text())
     assert len(metrics["members"]) == 2 and "robustness" in metrics
     assert "ensemble of 2 (mlp)" in proc.stdout and "member" in proc.stdout and "zigzag" in proc.stdout
+
+
+def test_server_answers_as_the_ensemble_its_command_line_names(members: list[Path], mnist_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from digitrec.serve.__main__ import _parser, load_predictor
+    from digitrec.serve.app import create_app
+
+    predictor = load_predictor(_parser().parse_args([a for m in members for a in ("--checkpoint", str(m))] + ["--tta"]))
+    assert predictor.checkpoints == members and predictor.tta
+    image = load_split(raw_dir(mnist_dir), train=False).images[0, 0].numpy()
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    with TestClient(create_app(predictor)) as client:
+        health = client.get("/health").json()
+        answer = client.post("/predict", files={"file": ("seven.png", buffer.getvalue(), "image/png")}).json()
+    assert health["checkpoints"] == [str(m) for m in members] and health["tta"] is True
+    assert health["model"] == "ensemble of 2 (mlp)"
+    expected = DigitPredictor(members, device="cpu", tta=True).predict(image)
+    assert answer["digit"] == expected["digit"] == 7
+    assert answer["probabilities"] == pytest.approx(expected["probabilities"])
+
+
+def test_server_command_names_a_missing_member(members: list[Path], tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.ckpt"
+    proc = subprocess.run([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(members[0]),
+                           "--checkpoint", str(missing)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and str(missing) in proc.stderr and len(proc.stderr.splitlines()) == 1

@@ -1,4 +1,4 @@
-"""`digitrec-serve` (or `python -m digitrec.serve`): the draw-a-digit page and the JSON API for one checkpoint."""
+"""`digitrec-serve` (or `python -m digitrec.serve`): the draw-a-digit page and the JSON API for a checkpoint or an ensemble."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitrec-serve", description=__doc__.split(":", 1)[1].strip(),
         epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs.")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); "
-                             "default: the newest *-best.ckpt under outputs/")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=None,
+                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); repeat it for an ensemble "
+                             "(the mean of the members' calibrated probabilities); default: the newest *-best.ckpt "
+                             "under outputs/")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: also average over 1-px shifts and ±8° rotations (7× the work)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=None,
@@ -32,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
     return parser
+
+
+def load_predictor(args: argparse.Namespace) -> DigitPredictor:
+    """The checkpoints the command line names (several: an ensemble), on the CPU."""
+    checkpoints = args.checkpoint or [resolve_checkpoint(None)]
+    return DigitPredictor(checkpoints, device="cpu", threshold=args.threshold, tta=args.tta)
 
 
 @exit_on_user_error
@@ -46,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as e:
         raise ConfigError(f"digitrec-serve needs FastAPI and uvicorn ({e}): pip install 'digitrec[serve]'.") from None
     torch.set_num_threads(args.threads)
-    predictor = DigitPredictor(resolve_checkpoint(args.checkpoint), device="cpu", threshold=args.threshold)
+    predictor = load_predictor(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     log.info("Serving %s", predictor)
     log.info("Open http://%s:%d/ to draw a digit (API docs: /docs)", args.host, args.port)

@@ -56,7 +56,9 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     model: str = Field(examples=["cnn"])
     parameters: int = Field(examples=[871530])
-    checkpoint: str
+    checkpoint: str = Field(description="the checkpoint, or an ensemble's first member")
+    checkpoints: list[str] = Field(description="every checkpoint answering (one, or an ensemble's members)")
+    tta: bool = Field(description="test-time augmentation: probabilities averaged over shifts and rotations")
     temperature: float = Field(description="softmax temperature from evaluate.py's calibration (1.0: none)")
     temperature_source: str
 
@@ -114,7 +116,8 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
     def health() -> dict:
         """The loaded model and its calibration."""
         return {"status": "ok", "model": predictor.model_name, "parameters": count_parameters(predictor.net),
-                "checkpoint": str(predictor.checkpoint), "temperature": predictor.temperature,
+                "checkpoint": str(predictor.checkpoint), "checkpoints": [str(c) for c in predictor.checkpoints],
+                "tta": predictor.tta, "temperature": predictor.temperature,
                 "temperature_source": predictor.temperature_source}
 
     return app
