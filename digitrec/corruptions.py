@@ -275,12 +275,21 @@ def inverted_patch(x: torch.Tensor, s: int, g: torch.Generator | None = None) ->
     return torch.where(inside.unsqueeze(1), 1 - x, x)
 
 
+def binarize(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
+    """A 1-bit scan: every pixel ink or paper, at a threshold that thickens or thins the strokes."""
+    offset = (0.0, 0.15, 0.3)[s - 1] * _sign(len(x), x, g).view(-1, 1, 1, 1)
+    return (x > 0.5 + offset).to(x.dtype)
+
+
 TRAINING_ONLY: dict[str, Corruption] = {
     "outline": Corruption(outline, "hollow strokes: a ring of 0.5-1 px around each stroke, 40 / 20 / 0 % of the fill kept", _P),
     "inverted_patch": Corruption(inverted_patch, "a rectangle inverted, up to 3 / 5 / 7 px across and 30-100 % of the image long", _P),
+    "binarize": Corruption(binarize, "a 1-bit scan: pixels over 0.5 / 0.35 or 0.65 / 0.2 or 0.8 are ink, the rest paper", _P),
 }
-"""Damage for training only, not rows of the robustness report: cousins in kind of `canny_edges` and
-`stripe`, which a recipe training on these holds out by implementation, not by kind."""
+"""Damage for training only, not rows of the robustness report. `outline` and `inverted_patch` are
+cousins in kind of `canny_edges` and `stripe`, which a recipe training on them holds out by
+implementation, not by kind. `binarize` (1-bit scans): without it, networks trained on the other
+damage mistake hard-edged, full-intensity strokes for clutter."""
 TRAINABLE: dict[str, Corruption] = {**CORRUPTIONS, **TRAINING_ONLY}
 
 
