@@ -55,6 +55,16 @@ def test_each_training_only_corruption_is_deterministic_in_range_and_grows_with_
     assert name not in CORRUPTIONS  # the report's set stays fixed
 
 
+def test_binarize_is_a_one_bit_scan_that_thickens_some_strokes_and_thins_others(digits: torch.Tensor) -> None:
+    clean = digits.float() / 255
+    apply = TRAINING_ONLY["binarize"].apply
+    assert torch.equal(apply(clean, 1, torch.Generator().manual_seed(0)), (clean > 0.5).float())
+    scan = apply(clean, 3, torch.Generator().manual_seed(0))
+    assert set(scan.unique().tolist()) <= {0.0, 1.0}
+    ink_change = scan.sum((1, 2, 3)) - (clean > 0.5).sum((1, 2, 3))
+    assert (ink_change > 0).any() and (ink_change < 0).any()
+
+
 def test_training_corruption_touches_the_share_asked_for(digits: torch.Tensor) -> None:
     x = digits.float() / 255
     assert torch.equal(corrupt_randomly(x, ["impulse_noise"], p=0.0), x)
