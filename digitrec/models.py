@@ -108,6 +108,37 @@ class DeepCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class Residual(nn.Module):
+    """x + ReLU(BN(conv3×3(x))): one convolution with an identity shortcut, channels and size unchanged."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNet(nn.Module):
+    """A wide residual net: conv5×5 stem, then residual stages at 28, 14, 7 and 4 pixels joined by
+    max-pools and widening convs (128 → 256 → 512 channels), global average pool, one linear layer.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (128, 256, 512), num_classes: int = 10) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 5, padding=2), nn.BatchNorm2d(c1), nn.ReLU(inplace=True), Residual(c1),
+            nn.MaxPool2d(2), Residual(c1), *_conv_bn_relu(c1, c2),
+            nn.MaxPool2d(2), Residual(c2), *_conv_bn_relu(c2, c3),
+            nn.MaxPool2d(2, ceil_mode=True), Residual(c3),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c3, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class SpeedNet(nn.Module):
     """A small, fast CNN for the speed run: three [conv3×3-BN-ReLU → max-pool] blocks, then one linear layer."""
 
@@ -121,7 +152,9 @@ class SpeedNet(nn.Module):
         return self.layers(x)
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "speednet": SpeedNet}
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "resnet": ResNet, "speednet": SpeedNet,
+}
 
 
 def model_name(spec: Mapping[str, Any]) -> str:

@@ -119,12 +119,12 @@ def test_format_table_pads_columns_and_rejects_ragged_rows() -> None:
 
 def test_parse_models_names_the_valid_ones() -> None:
     assert parse_models("mlp, cnn") == ["mlp", "cnn"]
-    with pytest.raises(ConfigError, match=f"unknown model.*resnet.*valid models: {', '.join(MODELS)}"):
-        parse_models("mlp,resnet")
+    with pytest.raises(ConfigError, match=f"unknown model.*vgg.*valid models: {', '.join(MODELS)}"):
+        parse_models("mlp,vgg")
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--models", "resnet"], "valid models"), (["--threads", "0"], "positive number of threads"),
+    (["--models", "vgg"], "valid models"), (["--threads", "0"], "positive number of threads"),
     (["--json", "."], "not a writable file path")])
 def test_bad_arguments_are_config_errors(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -132,11 +132,11 @@ def test_bad_arguments_are_config_errors(argv: list[str], message: str) -> None:
 
 
 def test_a_bad_argument_ends_the_command_with_one_error_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "digitrec.bench", "--quick", "--models", "mlp,resnet"],
+    proc = subprocess.run([sys.executable, "-m", "digitrec.bench", "--quick", "--models", "mlp,vgg"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: --models 'mlp,resnet': unknown model(s) resnet; valid models: {', '.join(MODELS)}."]
+        f"error: --models 'mlp,vgg': unknown model(s) vgg; valid models: {', '.join(MODELS)}."]
 
 
 def test_seed_style_items_are_normalised_images(tiny_data: MNISTDataModule) -> None:

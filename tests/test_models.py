@@ -38,7 +38,7 @@ def test_parameter_counts_match_readme() -> None:
 
 def test_unknown_model_lists_valid_names() -> None:
     with pytest.raises(ConfigError, match="mlp, cnn, deep_cnn"):
-        build_model("resnet")
+        build_model("vgg")
 
 
 def test_config_names_resolve_to_registry() -> None:

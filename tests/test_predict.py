@@ -214,8 +214,8 @@ def test_model_name_must_match_the_checkpoint(checkpoint: Path) -> None:
     assert DigitPredictor(checkpoint, device="cpu", model_name="mlp").model_name == "mlp"
     with pytest.raises(ConfigError, match="a 'cnn' model was expected.*holds a 'mlp' model"):
         DigitPredictor(checkpoint, device="cpu", model_name="cnn")
-    with pytest.raises(ConfigError, match="Unknown model 'resnet'"):
-        DigitPredictor(checkpoint, device="cpu", model_name="resnet")
+    with pytest.raises(ConfigError, match="Unknown model 'vgg'"):
+        DigitPredictor(checkpoint, device="cpu", model_name="vgg")
 
 
 def test_device_choice(checkpoint: Path) -> None:
