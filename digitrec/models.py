@@ -35,8 +35,8 @@ def _dense(n_in: int, n_out: int, dropout: float) -> list[nn.Module]:
     return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True), Dropout(dropout)]
 
 
-def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 class MLP(nn.Module):
@@ -128,7 +128,7 @@ class ResNet(nn.Module):
         super().__init__()
         c1, c2, c3 = channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=2), nn.BatchNorm2d(c1), nn.ReLU(inplace=True), Residual(c1),
+            *_conv_bn_relu(1, c1, kernel=5), Residual(c1),
             nn.MaxPool2d(2), Residual(c1), *_conv_bn_relu(c1, c2),
             nn.MaxPool2d(2), Residual(c2), *_conv_bn_relu(c2, c3),
             nn.MaxPool2d(2, ceil_mode=True), Residual(c3),
