@@ -25,7 +25,8 @@ def main(cfg: DictConfig) -> float:
     # Lightning takes seconds to import: only now, so that --help and a bad option answer at once
     import lightning as L
     from digitrec.module import DigitClassifier
-    from digitrec.trainer import build_trainer, explain_interrupts, report_run, resolve_resume_path
+    from digitrec.trainer import (build_trainer, explain_interrupts, lightning_config_errors, report_run,
+                                  resolve_resume_path)
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -36,16 +37,18 @@ def main(cfg: DictConfig) -> float:
     log.info("Model %s: %s parameters", module.model_name, f"{module.num_parameters:,}")
 
     start = time.perf_counter()
-    with explain_interrupts(trainer):
+    with explain_interrupts(trainer), lightning_config_errors():
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     fit_seconds = time.perf_counter() - start
+    last_val_acc = trainer.callback_metrics.get("val/acc")  # before testing replaces the metrics
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test = {}
     if cfg.test:  # the weights a user gets from the best checkpoint (EMA weights when averaging is on)
         tested = DigitClassifier.load_from_checkpoint(best, weights_only=True) if best else module
-        test = trainer.test(tested, datamodule=datamodule)[0]
-    summary = report_run(cfg, trainer, module, fit_seconds, test)
+        with lightning_config_errors():
+            test = trainer.test(tested, datamodule=datamodule)[0]
+    summary = report_run(cfg, trainer, module, fit_seconds, test, last_val_acc)
     return summary["best_val_acc"] if summary["best_val_acc"] is not None else float("nan")
 
 

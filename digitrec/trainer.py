@@ -165,8 +165,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, fit_seconds: float,
-               test: dict[str, float]) -> dict[str, Any]:
-    """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab."""
+               test: dict[str, float], last_val_acc: Any = None) -> dict[str, Any]:
+    """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab.
+
+    `best_val_acc` is the monitored score of the checkpoint kept, or `last_val_acc` (the final epoch's)
+    when the checkpoint monitors nothing and so holds the final weights."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
     epochs = max(trainer.current_epoch, 1)
@@ -174,7 +177,7 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
         "status": "ok",
         "model": module.model_name,
         "parameters": module.num_parameters,
-        "best_val_acc": _number(best_score if best_score is not None else trainer.callback_metrics.get("val/acc")),
+        "best_val_acc": _number(best_score if best_score is not None else last_val_acc),
         "test_acc": test.get("test/acc"),
         "test_loss": test.get("test/loss"),
         "epochs": trainer.current_epoch,
@@ -235,6 +238,16 @@ def resolve_resume_path(ckpt_path: str | None, model: str, outputs: Path = Path(
         raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Give the path of a .ckpt "
                           "written by an earlier run, e.g. outputs/<run>/checkpoints/last.ckpt, or ckpt_path=last.")
     return str(ckpt_path)
+
+
+@contextlib.contextmanager
+def lightning_config_errors() -> Iterator[None]:
+    """Lightning's checks of the trainer settings against the data, made once a loop starts (e.g. a
+    `limit_val_batches` fraction smaller than one batch of the split), as `ConfigError`s."""
+    try:
+        yield
+    except MisconfigurationException as e:
+        raise ConfigError(f"Invalid trainer configuration: {e}") from None
 
 
 @contextlib.contextmanager

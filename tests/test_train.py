@@ -103,6 +103,27 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, m
         assert summary(resumed)[key] == summary(full)[key], key
 
 
+def test_a_checkpoint_monitoring_nothing_keeps_the_final_weights(tmp_path: Path, mnist_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_train("model=mlp", "debug=limit", "callbacks.model_checkpoint.monitor=null", f"hydra.run.dir={tmp_path}")
+    kept, last = (torch.load(tmp_path / "checkpoints" / name, weights_only=True) for name in ("mlp-best.ckpt", "last.ckpt"))
+    assert kept["epoch"] == last["epoch"] == 1
+    assert all(torch.equal(kept["state_dict"][k], v) for k, v in last["state_dict"].items())
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))))
+    events.Reload()
+    final_val_acc = events.Scalars("val/acc")[-1].value
+    assert summary(tmp_path)["best_val_acc"] == pytest.approx(final_val_acc)  # the kept weights' score
+
+
+def test_a_batch_limit_below_one_batch_is_a_clear_error(tmp_path: Path, mnist_dir: Path) -> None:
+    proc = run_train("model=mlp", "data.val_fraction=0.01", "trainer.limit_val_batches=0.1", "trainer.max_epochs=1",
+                     f"hydra.run.dir={tmp_path}", check=False, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output
+    assert "Invalid trainer configuration" in output and "limit_val_batches" in output
+
+
 @pytest.mark.slow
 def test_cnn_one_short_epoch_on_real_mnist_beats_97_percent(tmp_path: Path, mnist_dir: Path) -> None:
     run_train("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=150", f"hydra.run.dir={tmp_path}",
