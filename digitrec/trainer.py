@@ -168,16 +168,18 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
                test: dict[str, float], last_val_acc: Any = None) -> dict[str, Any]:
     """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab.
 
-    `best_val_acc` is the monitored score of the checkpoint kept, or `last_val_acc` (the final epoch's)
-    when the checkpoint monitors nothing and so holds the final weights."""
+    `best_val_acc` is the monitored score of the checkpoint kept, else `last_val_acc` (the final epoch's,
+    whose weights are then the ones kept); none for fast_dev_run, whose validation is one batch."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
+    if best_score is None and not trainer.fast_dev_run:
+        best_score = last_val_acc
     epochs = max(trainer.current_epoch, 1)
     summary = {
         "status": "ok",
         "model": module.model_name,
         "parameters": module.num_parameters,
-        "best_val_acc": _number(best_score if best_score is not None else last_val_acc),
+        "best_val_acc": _number(best_score),
         "test_acc": test.get("test/acc"),
         "test_loss": test.get("test/loss"),
         "epochs": trainer.current_epoch,
@@ -206,7 +208,7 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
 
 
 def _number(value: Any) -> float | None:
-    """A finite float for JSON, or None (no validation ran, e.g. fast_dev_run)."""
+    """A finite float for JSON, or None."""
     if value is None:
         return None
     value = float(value)
