@@ -158,10 +158,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         trainer_cfg["enable_checkpointing"] = False
     callbacks.append(RNGState())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    try:
+    with lightning_config_errors(ValueError, TypeError):  # Lightning's own argument checks
         return L.Trainer(**trainer_cfg, precision=precision, callbacks=callbacks, logger=loggers or False)
-    except (ValueError, TypeError, MisconfigurationException) as e:  # Lightning's own argument checks
-        raise ConfigError(f"Invalid trainer configuration: {e}") from None
 
 
 def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, fit_seconds: float,
@@ -243,12 +241,13 @@ def resolve_resume_path(ckpt_path: str | None, model: str, outputs: Path = Path(
 
 
 @contextlib.contextmanager
-def lightning_config_errors() -> Iterator[None]:
-    """Lightning's checks of the trainer settings against the data, made once a loop starts (e.g. a
-    `limit_val_batches` fraction smaller than one batch of the split), as `ConfigError`s."""
+def lightning_config_errors(*also: type[Exception]) -> Iterator[None]:
+    """Lightning's checks of the trainer settings (`MisconfigurationException`, plus the exception types
+    `also`) as `ConfigError`s: when the Trainer is built, and once a loop meets the data (e.g. a
+    `limit_val_batches` fraction smaller than one batch of the split)."""
     try:
         yield
-    except MisconfigurationException as e:
+    except (MisconfigurationException, *also) as e:
         raise ConfigError(f"Invalid trainer configuration: {e}") from None
 
 
