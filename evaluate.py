@@ -17,9 +17,9 @@ log = logging.getLogger("evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     # Lightning, torchmetrics and matplotlib take seconds to import: only now, so that --help answers at once
-    from digitrec.checkpoints import find_newest_checkpoint
-    from digitrec.evaluation import evaluate_checkpoint
-    from digitrec.sweep import compare_sweep, is_multirun_dir, sweep_checkpoints
+    from digitrec.evaluation.report import evaluate_checkpoint
+    from digitrec.evaluation.sweep import compare_sweep, is_multirun_dir, sweep_checkpoints
+    from digitrec.inference.checkpoints import find_newest_checkpoint
 
     options = {"data_dir": cfg.data_dir, "batch_size": cfg.batch_size, "device": cfg.device,
                "num_errors": cfg.num_errors, "num_demo": cfg.num_demo, "seed": cfg.seed, "tta": cfg.tta,

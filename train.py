@@ -24,9 +24,10 @@ def main(cfg: DictConfig) -> float:
     check_config(cfg)
     # Lightning takes seconds to import: only now, so that --help and a bad option answer at once
     import lightning as L
-    from digitrec.module import DigitClassifier
-    from digitrec.trainer import (build_trainer, explain_interrupts, lightning_config_errors, report_run,
-                                  resolve_resume_path)
+
+    from digitrec.training.module import DigitClassifier
+    from digitrec.training.run import explain_interrupts, report_run, resolve_resume_path
+    from digitrec.training.trainer import build_trainer, lightning_config_errors
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)

@@ -65,7 +65,7 @@ def fake_mnist(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The real MNIST data_dir: $DIGITREC_DATA_DIR when set, else the copy the repository ships."""
-    from digitrec.mnist import FILES, default_data_dir, raw_dir
+    from digitrec.data.mnist import FILES, default_data_dir, raw_dir
 
     folder = default_data_dir()
     missing = [s for s in FILES if not any((raw_dir(folder) / (s + e)).is_file() for e in ("", ".gz"))]

@@ -21,10 +21,10 @@ from digitrec.bench import measure, report, setup, training
 from digitrec.bench.__main__ import main as bench_main
 from digitrec.bench.__main__ import parse_models
 from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_transforms
-from digitrec.data import MNISTDataModule
+from digitrec.data.datamodule import MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.models import MODELS, build_model, count_parameters
-from digitrec.trainer import cpu_has_bf16
+from digitrec.training.precision import cpu_has_bf16
 
 TINY = setup.Plan(warmup_steps=1, measured_steps=2, segment=1, val_batches=2, eval_repeats=1,
                   matmul_repeats=1, augment_batches=1, per_sample_batches=1)

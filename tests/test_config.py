@@ -1,23 +1,25 @@
 import inspect
+import itertools
 import json
 import math
 import re
-import itertools
 from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+from conftest import REPO, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from conftest import REPO, run_train
 from digitrec.errors import ConfigError
-from digitrec.module import DigitClassifier
-from digitrec.trainer import EMA, build_trainer, choose_precision, cpu_has_bf16
+from digitrec.training.callbacks import EMA
+from digitrec.training.module import DigitClassifier
+from digitrec.training.precision import choose_precision, cpu_has_bf16
+from digitrec.training.trainer import build_trainer
 
 CONF = REPO / "conf"
 
@@ -92,7 +94,7 @@ def test_trainer_config_lists_every_trainer_argument() -> None:
 
 @pytest.mark.parametrize("bf16_units", [False, True])
 def test_precision_choice(bf16_units: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("digitrec.trainer.cpu_has_bf16", lambda: bf16_units)
+    monkeypatch.setattr("digitrec.training.precision.cpu_has_bf16", lambda: bf16_units)
     cpu = "bf16-mixed" if bf16_units else "32-true"
     assert choose_precision("auto", "cpu")[0] == cpu
     assert choose_precision("16-mixed", "cpu")[0] == cpu  # never Lightning's silent bf16 on a CPU without bf16 units
@@ -240,7 +242,7 @@ def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, 
     for decay in (0.6, 0.9):  # 20 updates: (1+n)/(10+n) passes 0.6 at n = 13, 0.9 only at n = 80
         trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=decay)], logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-        with caplog.at_level("WARNING", logger="digitrec.trainer"):
+        with caplog.at_level("WARNING", logger="digitrec.training.precision"):
             caplog.clear()
             trainer.fit(_Line(), data)
         warnings = [r.getMessage() for r in caplog.records if "EMA decay" in r.getMessage()]
@@ -258,7 +260,7 @@ def test_ema_without_a_cap_follows_the_warm_up_and_never_warns(tmp_path: Path, c
     module = _Line()
     trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=None)], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    with caplog.at_level("WARNING", logger="digitrec.trainer"):
+    with caplog.at_level("WARNING", logger="digitrec.training.precision"):
         trainer.fit(module, data)
     assert not [r for r in caplog.records if "EMA decay" in r.getMessage()]
     expected = module.history[0]
@@ -271,7 +273,7 @@ def test_ema_without_a_cap_follows_the_warm_up_and_never_warns(tmp_path: Path, c
 @pytest.mark.parametrize("experiment", groups("experiment"))
 def test_recipes_run_without_an_ema_warning(experiment: str, tmp_path: Path) -> None:
     """A recipe's own EMA decay is one its run reaches (or none): the warning is for what users change."""
-    from digitrec.trainer import _warmup_decay
+    from digitrec.training.callbacks import _warmup_decay
 
     cfg = compose_train([f"experiment={experiment}"], tmp_path)
     if cfg.callbacks.get("ema") is None:

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_fake_mnist, write_idx
-from digitrec.augment import augment_batch, homography, random_affine, warp
-from digitrec.data import MNISTDataModule
-from digitrec.mnist import FILES, MNIST_MEAN, MNIST_STD, REPO_ROOT, default_data_dir, load_split, raw_dir, read_idx
+
+from digitrec.data.augment import augment_batch, homography, random_affine, warp
+from digitrec.data.datamodule import MNISTDataModule
+from digitrec.data.mnist import FILES, MNIST_MEAN, MNIST_STD, REPO_ROOT, default_data_dir, load_split, raw_dir, read_idx
 from digitrec.errors import ConfigError, DataError
 
 
@@ -175,7 +175,7 @@ def test_training_batches_are_augmented_and_normalised_eval_batches_only_normali
 
 
 def test_elastic_distortion_is_smooth_bounded_and_optional() -> None:
-    from digitrec.augment import elastic_field
+    from digitrec.data.augment import elastic_field
 
     torch.manual_seed(0)
     field = elastic_field(16, 28, 28, alpha=8.0, sigma=4.0, device=torch.device("cpu"))

@@ -13,16 +13,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import once_per_session
 
 from digitrec import DigitPredictor
-from digitrec.ensemble import TTA_VIEWS, Ensemble
+from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, load_split, normalize, raw_dir
 from digitrec.errors import ConfigError
-from digitrec.evaluation import evaluate_checkpoint
-from digitrec.export import METADATA_KEY, main as export_main, run_exported
-from digitrec.mnist import MNIST_MEAN, MNIST_STD, load_split, normalize, raw_dir
-from digitrec.predict import main as predict_main
-
-from conftest import once_per_session
+from digitrec.evaluation.report import evaluate_checkpoint
+from digitrec.inference.cli import main as predict_main
+from digitrec.inference.ensemble import TTA_VIEWS, Ensemble
+from digitrec.inference.export import METADATA_KEY, run_exported
+from digitrec.inference.export import main as export_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, once_per_session, run_train
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, once_per_session, run_train
-from digitrec.calibration import calibration_errors, fit_temperature
-from digitrec.mnist import FILES, NUM_CLASSES
+from digitrec.data.mnist import FILES, NUM_CLASSES
 from digitrec.errors import CheckpointError, ConfigError
-from digitrec.checkpoints import find_newest_checkpoint
-from digitrec.evaluation import REPORT_FILES, evaluate_checkpoint, load_checkpoint
-from digitrec.sweep import compare_sweep
-from digitrec.training_logs import read_training_curves
+from digitrec.evaluation.calibration import calibration_errors, fit_temperature
+from digitrec.evaluation.report import REPORT_FILES, evaluate_checkpoint, load_checkpoint
+from digitrec.evaluation.sweep import compare_sweep
+from digitrec.evaluation.training_logs import read_training_curves
+from digitrec.inference.checkpoints import find_newest_checkpoint
 
 
 def run_evaluate(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -209,7 +209,7 @@ def test_a_failure_while_writing_leaves_no_report_files(trained_run: Path, tmp_p
     def broken(fig, path: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("digitrec.evaluation.save_figure", broken)
+    monkeypatch.setattr("digitrec.evaluation.report.save_figure", broken)
     with pytest.raises(OSError, match="disk full"):
         evaluate_checkpoint(trained_run / "checkpoints" / "mlp-best.ckpt", output_dir=tmp_path / "reports",
                             data_dir=str(mnist_dir))
@@ -278,12 +278,12 @@ def test_sweep_dir_without_jobs_is_a_clear_error(tmp_path: Path) -> None:
 def test_the_temperature_travels_with_the_checkpoint(trained_run: Path, tmp_path: Path, mnist_dir: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """Reports written elsewhere still calibrate DigitPredictor; an uncalibrated one says so, once."""
-    from digitrec.predict import DigitPredictor
+    from digitrec.inference.predictor import DigitPredictor
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval*", "*.calibration.json"))
     ckpt = run / "checkpoints" / "mlp-best.ckpt"
-    with caplog.at_level("WARNING", logger="digitrec.predict"):
+    with caplog.at_level("WARNING", logger="digitrec.inference.predictor"):
         uncalibrated = DigitPredictor(ckpt, device="cpu")
         uncalibrated.with_options(threshold=0.9).predict(np.zeros((28, 28)))
     assert uncalibrated.temperature == 1.0
@@ -297,7 +297,7 @@ def test_the_temperature_travels_with_the_checkpoint(trained_run: Path, tmp_path
 
 
 def test_training_curves_zoom_the_accuracy_past_the_first_epoch() -> None:
-    from digitrec.plots import training_curves_figure
+    from digitrec.evaluation.figures import training_curves_figure
 
     curves = {"train/acc": [(0, 0.60), (1, 0.970), (2, 0.985)], "val/acc": [(0, 0.90), (1, 0.980), (2, 0.990)],
               "train/loss_epoch": [(0, 1.0), (1, 0.5)]}

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from digitrec import DigitPredictor
-from digitrec.mnist import load_split, raw_dir
-from digitrec.errors import CheckpointError, ConfigError
-from digitrec.export import METADATA_KEY, PARITY_TOLERANCE, default_output_dir, export, main, run_exported
-from digitrec.preprocess import preprocess
 from digitrec.bench.rerender import rerender
+from digitrec.data.mnist import load_split, raw_dir
+from digitrec.errors import CheckpointError, ConfigError
+from digitrec.inference.export import METADATA_KEY, PARITY_TOLERANCE, default_output_dir, export, main, run_exported
+from digitrec.inference.preprocess import preprocess
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@ import re
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from digitrec.errors import ConfigError
-from digitrec.models import Dropout, MODELS, build_model, count_parameters, model_name
+from digitrec.models import MODELS, Dropout, build_model, count_parameters, model_name
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from digitrec.module import DigitClassifier
+from digitrec.training.module import DigitClassifier
 
 
 class _Losses(L.Callback):

@@ -17,17 +17,17 @@ import torch
 from PIL import Image
 
 from digitrec import DigitPredictor
-from digitrec.mnist import load_split, raw_dir
-from digitrec.errors import CheckpointError, ConfigError, DigitrecError
-from digitrec.images import ImageError
 from digitrec.bench.latency import main as latency_main
 from digitrec.bench.latency import untrained_checkpoint
-from digitrec.models import MODELS
-from digitrec.predict import main as predict_main
 from digitrec.bench.rerender import main as rerender_main
 from digitrec.bench.rerender import rerender, rerendered_accuracy
-from digitrec.corruptions import CORRUPTIONS
-from digitrec.robustness import corrupted
+from digitrec.data.corruptions import CORRUPTIONS
+from digitrec.data.mnist import load_split, raw_dir
+from digitrec.errors import CheckpointError, ConfigError, DigitrecError
+from digitrec.evaluation.robustness import corrupted
+from digitrec.inference.cli import main as predict_main
+from digitrec.inference.images import ImageError
+from digitrec.models import MODELS
 
 RESULT_KEYS = {"digit", "confidence", "probabilities", "is_digit", "reason", "error"}
 
@@ -76,12 +76,12 @@ def test_import_digitrec_is_light_and_exports_the_predictor() -> None:
     code = ("import sys, digitrec; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
             "from digitrec import DigitPredictor; print(DigitPredictor.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "digitrec.predict"
+    assert out.strip() == "digitrec.inference.predictor"
 
 
 def test_inference_paths_import_neither_lightning_nor_hydra() -> None:
     """Prediction and export start fast: no training framework is imported on their way in."""
-    code = ("import sys, digitrec.predict, digitrec.export; "
+    code = ("import sys, digitrec.inference.predictor, digitrec.inference.export; "
             "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'torchmetrics') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -375,7 +375,7 @@ def test_cli_bad_checkpoint_and_options(folder: Path, checkpoint: Path, caplog) 
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digitrec.predict", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "digitrec.inference.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 

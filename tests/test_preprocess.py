@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitrec.mnist import load_split, raw_dir
-from digitrec.images import MAX_PIXELS, ImageError, ImageWarning, read_image
-from digitrec.preprocess import DIGIT_SIDE, Preprocessed, mnist_style, preprocess, to_grayscale
 from digitrec.bench.rerender import rerender
+from digitrec.data.mnist import load_split, raw_dir
+from digitrec.inference.images import MAX_PIXELS, ImageError, ImageWarning, read_image
+from digitrec.inference.preprocess import DIGIT_SIDE, Preprocessed, mnist_style, preprocess, to_grayscale
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitrec.corruptions import CORRUPTIONS, SEVERITIES, TRAINING_ONLY, corrupt_randomly
-from digitrec.data import MNISTDataModule
+from digitrec.data.corruptions import CORRUPTIONS, SEVERITIES, TRAINING_ONLY, corrupt_randomly
+from digitrec.data.datamodule import MNISTDataModule
+from digitrec.data.mnist import load_split, raw_dir
 from digitrec.errors import ConfigError
-from digitrec.evaluation import evaluate_checkpoint
-from digitrec.mnist import load_split, raw_dir
-from digitrec.plots import robustness_figure
-from digitrec.robustness import corrupted, format_robustness, robustness_report
+from digitrec.evaluation.figures import robustness_figure
+from digitrec.evaluation.report import evaluate_checkpoint
+from digitrec.evaluation.robustness import corrupted, format_robustness, robustness_report
 
 
 @pytest.fixture(scope="module")

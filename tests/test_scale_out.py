@@ -5,10 +5,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-
 from conftest import run_train
-from digitrec.data import MNISTDataModule
-from digitrec.module import DigitClassifier
+
+from digitrec.data.datamodule import MNISTDataModule
+from digitrec.training.module import DigitClassifier
 
 
 @pytest.mark.slow  # a launcher's own processes: in `make test-slow` (CI runs it)
@@ -42,9 +42,8 @@ def test_optuna_sweep_records_best_parameters(tmp_path: Path, mnist_dir: Path) -
 
 
 def test_slurm_launcher_config_follows_the_trainer(tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-
     from conftest import REPO
+    from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm_ddp", "trainer=ddp", "trainer.num_nodes=2",

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digitrec.mnist import load_split, raw_dir
-from digitrec.predict import DigitPredictor
+from digitrec.data.mnist import load_split, raw_dir
+from digitrec.inference.predictor import DigitPredictor
 from digitrec.serve.app import MAX_BATCH_FILES, create_app
 
 
@@ -199,7 +199,7 @@ def test_command_without_a_checkpoint_says_how_to_get_one(tmp_path: Path) -> Non
 
 
 def test_load_command_prints_every_level_without_errors(trained_run: Path, capsys) -> None:
-    from digitrec.serve.load import LEVELS, main
+    from digitrec.bench.load import LEVELS, main
 
     assert main(["--requests", "100", "--checkpoint", str(trained_run / "checkpoints" / "mlp-best.ckpt")]) == 0
     out = capsys.readouterr().out

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitrec.mnist import load_split, raw_dir
-from digitrec.serve.load import start_server
+from digitrec.bench.load import start_server
+from digitrec.data.mnist import load_split, raw_dir
 
 CHROMIUM = os.environ.get("DIGITREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, once_per_session, run_train, run_trains
-from digitrec.trainer import cpu_has_bf16
+
+from digitrec.training.precision import cpu_has_bf16
 
 
 def summary(run_dir: Path) -> dict:

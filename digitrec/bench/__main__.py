@@ -25,10 +25,17 @@ from digitrec.bench.machine import cpu_model
 from digitrec.bench.measure import matmul_peak
 from digitrec.bench.report import report
 from digitrec.bench.setup import FULL, MATMUL_SIZE, QUICK, load_data, silence_lightning
-from digitrec.bench.training import VARIANT_MODEL, VARIANT_PLAN, bench_augmentation, bench_model, bench_variants, progress
+from digitrec.bench.training import (
+    VARIANT_MODEL,
+    VARIANT_PLAN,
+    bench_augmentation,
+    bench_model,
+    bench_variants,
+    progress,
+)
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.models import MODELS
-from digitrec.trainer import choose_precision
+from digitrec.training.precision import choose_precision
 
 
 def parse_models(text: str) -> list[str]:

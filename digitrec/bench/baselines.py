@@ -14,11 +14,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from digitrec.augment import augment_batch
-from digitrec.data import MNISTDataModule
-from digitrec.mnist import MNIST_MEAN, MNIST_STD, normalize
 from digitrec.bench.measure import Timeline
-from digitrec.module import build_optimization
+from digitrec.data.augment import augment_batch
+from digitrec.data.datamodule import MNISTDataModule
+from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, normalize
+from digitrec.training.module import build_optimization
 
 
 def seed_transforms(train: bool) -> v2.Compose:

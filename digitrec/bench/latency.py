@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from digitrec.mnist import IMAGE_SIZE
 from digitrec.bench.machine import cpu_model
+from digitrec.data.mnist import IMAGE_SIZE
 from digitrec.errors import ConfigError, exit_on_user_error
+from digitrec.inference.predictor import DigitPredictor
 from digitrec.models import MODELS, build_model, count_parameters
-from digitrec.predict import DigitPredictor
 
 
 def user_like_digit(path: Path, side: int = 300, seed: int = 0) -> Path:
@@ -80,7 +80,7 @@ def startup_seconds(checkpoint: Path, image: Path, runs: int) -> dict[str, list[
     """Wall times of whole processes: importing torch, and `digitrec-predict` on one image; alternated."""
     commands = {
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
-        "digitrec-predict one.png --checkpoint CKPT": [sys.executable, "-m", "digitrec.predict", str(image),
+        "digitrec-predict one.png --checkpoint CKPT": [sys.executable, "-m", "digitrec.inference.cli", str(image),
                                                        "--checkpoint", str(checkpoint), "--device", "cpu"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}

@@ -8,6 +8,7 @@ from typing import Any
 
 from digitrec.bench.setup import MATMUL_SIZE
 
+
 def variants_table(variants: dict[str, dict[str, float]]) -> str:
     rows = [[label, f"{r['train_images_per_s']:,.0f}", f"{r['vs_reference']:.2f}×", f"{r['first_step_seconds']:.1f}"]
             for label, r in variants.items()]

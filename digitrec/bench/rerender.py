@@ -19,7 +19,7 @@ from PIL import Image
 from digitrec.errors import ConfigError, exit_on_user_error
 
 if TYPE_CHECKING:
-    from digitrec.predict import DigitPredictor
+    from digitrec.inference.predictor import DigitPredictor
 
 NOISE_LEVEL = 10.0  # standard deviation of the added Gaussian noise, in 0-255 gray levels
 
@@ -72,8 +72,8 @@ def _digits(results: list[dict]) -> np.ndarray:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    from digitrec.mnist import default_data_dir, load_split, raw_dir  # torch and the networks: only when run
-    from digitrec.predict import DigitPredictor
+    from digitrec.data.mnist import default_data_dir, load_split, raw_dir  # torch and the networks: only when run
+    from digitrec.inference.predictor import DigitPredictor
 
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench.rerender", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path)

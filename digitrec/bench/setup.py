@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from digitrec.data import MNISTDataModule
+from digitrec.data.datamodule import MNISTDataModule
+from digitrec.data.mnist import REPO_ROOT
 from digitrec.errors import ConfigError, DataError
-from digitrec.mnist import REPO_ROOT
-from digitrec.module import DigitClassifier
+from digitrec.training.module import DigitClassifier
 
 MATMUL_SIZE = 2048
 
@@ -81,7 +81,7 @@ def load_data(tmp: Path) -> tuple[MNISTDataModule, str]:
     except DataError:
         missing_in = datamodule.raw_dir
     datamodule = MNISTDataModule(data_dir=str(write_random_mnist(tmp / "random")), download=False)
-    with quiet_logger("digitrec.mnist"):  # it warns that the files are not the canonical ones
+    with quiet_logger("digitrec.data.mnist"):  # it warns that the files are not the canonical ones
         datamodule.setup("fit")
     return datamodule, f"RANDOM uint8 data with MNIST's shapes (no MNIST in {missing_in}; set DIGITREC_DATA_DIR)"
 

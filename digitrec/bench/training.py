@@ -12,13 +12,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from digitrec.augment import augment_batch
 from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_loaders, seed_transforms
 from digitrec.bench.measure import Timeline, forward_flops, median_time, segment_median
 from digitrec.bench.setup import Plan, build_module, compose_config
-from digitrec.data import MNISTDataModule
-from digitrec.mnist import normalize
-from digitrec.trainer import build_trainer
+from digitrec.data.augment import augment_batch
+from digitrec.data.datamodule import MNISTDataModule
+from digitrec.data.mnist import normalize
+from digitrec.training.trainer import build_trainer
+
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from digitrec.checkpoints import resolve_checkpoint
 from digitrec.errors import ConfigError, exit_on_user_error
-from digitrec.predict import DEFAULT_THRESHOLD, DigitPredictor
+from digitrec.inference.checkpoints import resolve_checkpoint
+from digitrec.inference.predictor import DEFAULT_THRESHOLD, DigitPredictor
 
 log = logging.getLogger("digitrec.serve")
 

@@ -28,9 +28,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digitrec.errors import DigitrecError
-from digitrec.images import decode_image
+from digitrec.inference.images import decode_image
+from digitrec.inference.predictor import DigitPredictor
 from digitrec.models import count_parameters
-from digitrec.predict import DigitPredictor
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH_FILES = 64

@@ -1,4 +1,4 @@
-"""Load on `digitrec-serve`: `python -m digitrec.serve.load [--checkpoint CKPT] [--requests 2000]`.
+"""Load on `digitrec-serve`: `python -m digitrec.bench.load [--checkpoint CKPT] [--requests 2000]`.
 
 Starts the server as users run it (its own process, on a free port of 127.0.0.1), then sends
 `POST /predict` with one 300×300 PNG of a handwritten-style digit from 1, 4 and 16 concurrent
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.bench.latency import untrained_checkpoint, user_like_digit
 from digitrec.bench.machine import cpu_model
-from digitrec.predict import DigitPredictor
+from digitrec.errors import ConfigError, exit_on_user_error
+from digitrec.inference.predictor import DigitPredictor
 
 LEVELS = (1, 4, 16)
 
@@ -126,7 +126,7 @@ def in_process_p50_ms(checkpoint: Path, data: bytes, threads: int, repeats: int 
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m digitrec.serve.load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m digitrec.bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: an untrained cnn (same speed)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level (default 2000)")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (default 1, as served)")

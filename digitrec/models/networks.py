@@ -1,14 +1,9 @@
-"""The networks (input: normalised (N, 1, 28, 28) images; output: 10 logits) and their registry."""
+"""The networks: input normalised (N, 1, 28, 28) images, output 10 logits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
-
-from digitrec.errors import ConfigError
 
 
 class Dropout(nn.Dropout):
@@ -150,35 +145,3 @@ class SpeedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
-
-
-MODELS: dict[str, type[nn.Module]] = {
-    "mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "resnet": ResNet, "speednet": SpeedNet,
-}
-
-
-def model_name(spec: Mapping[str, Any]) -> str:
-    """Registry name for a model config: `{"_target_": "digitrec.models.CNN", ...}` or `{"name": "cnn", ...}`."""
-    target = spec.get("_target_") or spec.get("name")
-    for name, cls in MODELS.items():
-        if target in (name, cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
-            return name
-    raise ConfigError(f"Unknown model {target!r}; valid models: {', '.join(MODELS)}.")
-
-
-def build_model(spec: str | Mapping[str, Any]) -> nn.Module:
-    """Build a registered network from its name or its config (`_target_`/`name` plus keyword arguments).
-
-    Only classes in `MODELS` are ever built: a config cannot make this import or call anything else.
-    """
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    cls = MODELS[model_name(spec)]
-    kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:  # e.g. a dropout outside [0, 1), as torch reports it
-        raise ConfigError(f"Bad arguments for model {model_name(spec)!r}: {e}") from None
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

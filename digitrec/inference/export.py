@@ -4,10 +4,10 @@
 
 writes `<model>.torchscript.pt` and `<model>.onnx`; with `--checkpoint` repeated, one graph holding every
 member of the ensemble (`ensemble-<n>-<key>.*`: the mean of their calibrated probabilities). Both take `pixels`, float32 (N, 1, 28, 28)
-in [0, 1], light digit on dark (the output of `digitrec.preprocess.mnist_style`), and return
+in [0, 1], light digit on dark (the output of `digitrec.inference.preprocess.mnist_style`), and return
 `probabilities` (N, 10): normalisation with the training mean and standard deviation, and the
 calibrated temperature when the run has one, are inside the graph. The geometric preprocessing
-(polarity, crop, resize, centring) is not: run `digitrec.preprocess` (or the same steps) first.
+(polarity, crop, resize, centring) is not: run `digitrec.inference.preprocess` (or the same steps) first.
 Each file carries its description as JSON (`digitrec.json` extra file / ONNX metadata).
 """
 
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitrec.checkpoints import load_temperature, resolve_checkpoint, run_dir_of
-from digitrec.ensemble import load_scorer, members_key
-from digitrec.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from digitrec.data.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
+from digitrec.inference.checkpoints import load_temperature, resolve_checkpoint, run_dir_of
+from digitrec.inference.ensemble import load_scorer, members_key
 
 FORMATS = ("torchscript", "onnx")
 PARITY_TOLERANCE = 1e-4  # largest difference in probability allowed between an export and the checkpoint
@@ -57,7 +57,7 @@ def metadata(model_name: str, checkpoints: Sequence[Path], temperature: float, t
         "checkpoint": str(checkpoints[0]) if len(checkpoints) == 1 else [str(c) for c in checkpoints],
         "tta": tta,
         "input": {"name": "pixels", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32",
-                  "range": [0.0, 1.0], "layout": "light digit on dark, MNIST-style (digitrec.preprocess)"},
+                  "range": [0.0, 1.0], "layout": "light digit on dark, MNIST-style (digitrec.inference.preprocess)"},
         "output": {"name": "probabilities", "shape": ["N", NUM_CLASSES], "classes": list(range(NUM_CLASSES))},
         "mnist_mean": MNIST_MEAN,
         "mnist_std": MNIST_STD,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassCalibrationError
 
-from digitrec.mnist import NUM_CLASSES
+from digitrec.data.mnist import NUM_CLASSES
 
 ECE_BINS = 15
 

@@ -11,9 +11,9 @@ from typing import Any
 from omegaconf import ListConfig, OmegaConf
 
 from digitrec.errors import CheckpointError, ConfigError
-from digitrec.evaluation import evaluate_checkpoint, publish
+from digitrec.evaluation.figures import comparison_figure, save_figure
+from digitrec.evaluation.report import evaluate_checkpoint, publish
 from digitrec.models import model_name
-from digitrec.plots import comparison_figure, save_figure
 
 log = logging.getLogger(__name__)
 

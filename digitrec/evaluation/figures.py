@@ -6,16 +6,12 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torchmetrics.classification import MulticlassConfusionMatrix
 
-from digitrec.mnist import MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from digitrec.robustness import training_only
+from digitrec.evaluation.robustness import training_only
 
 RIGHT, WRONG = "tab:green", "tab:red"
 
@@ -158,86 +154,6 @@ def comparison_figure(title: str, names: Sequence[str], test_errors: Sequence[fl
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set(ylabel=label, title=label)
     return fig
-
-
-def _to_pixels(x: torch.Tensor) -> torch.Tensor:
-    """Network-scale images back to [0, 1] pixels."""
-    return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
-
-
-class DiagnosticsLogger(L.Callback):
-    """Confusion matrix and most confident errors as TensorBoard images after validation and test,
-    and after testing the per-digit accuracy as scalars `test/acc_digit_<d>`.
-
-    Reads the logits that `validation_step`/`test_step` return; all bookkeeping stays on the
-    device (no host sync) until the end of the epoch.
-    """
-
-    def __init__(self, num_errors: int = 16) -> None:
-        self.num_errors = num_errors
-        self._confusion: MulticlassConfusionMatrix | None = None
-        self._errors: tuple[torch.Tensor, ...] = ()
-
-    def _reset(self, pl_module: L.LightningModule) -> None:
-        self._confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False).to(pl_module.device)
-        self._errors = ()
-
-    def _update(self, outputs: object, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        if not isinstance(outputs, torch.Tensor) or self._confusion is None:
-            return
-        x, y = batch
-        confidence, pred = outputs.detach().float().softmax(1).max(1)
-        self._confusion.update(pred, y)
-        score = confidence.masked_fill(pred == y, -1.0)  # right answers rank below every error
-        candidates = (score, x.detach()[:, 0], y, pred)
-        if self._errors:
-            candidates = tuple(torch.cat(pair) for pair in zip(self._errors, candidates))
-        top = candidates[0].topk(min(self.num_errors, len(candidates[0]))).indices
-        self._errors = tuple(t[top] for t in candidates)
-
-    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> torch.Tensor | None:
-        if self._confusion is None or trainer.sanity_checking or not self._confusion.update_called:
-            return None
-        counts = self._confusion.compute()
-        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if trainer.is_global_zero and writers:
-            score, images, labels, preds = (t.cpu() for t in self._errors)
-            wrong = score >= 0
-            grids = {
-                f"{stage}/confusion_matrix": confusion_figure(counts, f"{stage} confusion matrix"),
-                f"{stage}/misclassified": misclassified_figure(_to_pixels(images[wrong]), labels[wrong], preds[wrong],
-                                                               score[wrong], f"{stage}: most confident errors"),
-            }
-            for tag, fig in grids.items():
-                image = figure_to_array(fig)
-                for writer in writers:
-                    writer.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
-        return counts
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset(pl_module)
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset(pl_module)
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(outputs, batch)
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(outputs, batch)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        counts = self._finish(trainer, pl_module, "test")
-        if counts is None:
-            return
-        support = counts.sum(1)
-        accuracy = counts.diagonal().float() / support.clamp(min=1)
-        present = support.cpu() > 0
-        pl_module.log_dict({f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]},
-                           sync_dist=True)  # already global (torchmetrics syncs), this only silences DDP advice
 
 
 def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], clean: torch.Tensor,

@@ -21,7 +21,7 @@ MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # File stem -> MD5 of the *uncompressed* canonical file (stable whatever the gzip level).
 FILES = {

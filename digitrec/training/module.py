@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitrec.mnist import NUM_CLASSES
+from digitrec.data.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, TrainingDiverged
 from digitrec.models import build_model, count_parameters, model_name
 
@@ -176,7 +176,7 @@ class DigitClassifier(L.LightningModule):
         self.val_acc(logits, y)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
-        return logits  # for callbacks (digitrec.plots.DiagnosticsLogger)
+        return logits  # for callbacks (digitrec.training.callbacks.DiagnosticsLogger)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         # In fp32 whatever the training precision, so that test/acc is the accuracy evaluate.py and

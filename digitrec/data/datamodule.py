@@ -1,7 +1,7 @@
 """`MNISTDataModule`: MNIST in memory as uint8, a seeded validation split, batches augmented on their device.
 
-Training batches are warped (`digitrec.augment`) and, with `corruptions`, a share `corruption_p` of
-them damaged by the named corruptions of `digitrec.corruptions` at a random severity."""
+Training batches are warped (`digitrec.data.augment`) and, with `corruptions`, a share `corruption_p` of
+them damaged by the named corruptions of `digitrec.data.corruptions` at a random severity."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from digitrec.augment import augment_batch
-from digitrec.corruptions import check_names, corrupt_randomly
+from digitrec.data.augment import augment_batch
+from digitrec.data.corruptions import check_names, corrupt_randomly
+from digitrec.data.mnist import default_data_dir, ensure_mnist, load_split, normalize, raw_dir
 from digitrec.errors import ConfigError
-from digitrec.mnist import default_data_dir, ensure_mnist, load_split, normalize, raw_dir
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from digitrec.augment import warp
+from digitrec.data.augment import warp
 
 SEVERITIES = (1, 2, 3)
 

@@ -23,15 +23,12 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from digitrec.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
-from digitrec.checkpoints import read_checkpoint, resolve_device, run_dir_of, save_temperature
-from digitrec.corruptions import SEVERITIES
-from digitrec.data import EVAL_BATCH_SIZE, MNISTDataModule
-from digitrec.ensemble import TTA_VIEWS, Ensemble, members_key
-from digitrec.mnist import NUM_CLASSES, normalize
+from digitrec.data.corruptions import SEVERITIES
+from digitrec.data.datamodule import EVAL_BATCH_SIZE, MNISTDataModule
+from digitrec.data.mnist import NUM_CLASSES, normalize
 from digitrec.errors import CheckpointError, ConfigError, DigitrecError
-from digitrec.module import DigitClassifier
-from digitrec.plots import (
+from digitrec.evaluation.calibration import ECE_BINS, calibration_errors, fit_temperature, reliability_bins
+from digitrec.evaluation.figures import (
     confusion_figure,
     demo_figure,
     misclassified_figure,
@@ -40,8 +37,11 @@ from digitrec.plots import (
     save_figure,
     training_curves_figure,
 )
-from digitrec.robustness import corrupted, format_robustness, robustness_report, subset
-from digitrec.training_logs import read_training_curves
+from digitrec.evaluation.robustness import corrupted, format_robustness, robustness_report, subset
+from digitrec.evaluation.training_logs import read_training_curves
+from digitrec.inference.checkpoints import read_checkpoint, resolve_device, run_dir_of, save_temperature
+from digitrec.inference.ensemble import TTA_VIEWS, Ensemble, members_key
+from digitrec.training.module import DigitClassifier
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitrec.checkpoints import load_network, load_temperature
-from digitrec.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from digitrec.data.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from digitrec.inference.checkpoints import load_network, load_temperature
 
 # TTA views: the image itself, shifted one pixel each way, rotated ±8°: (dx px, dy px, degrees)
 TTA_VIEWS = ((0, 0, 0.0), (1, 0, 0.0), (-1, 0, 0.0), (0, 1, 0.0), (0, -1, 0.0), (0, 0, 8.0), (0, 0, -8.0))

@@ -1,4 +1,4 @@
-"""MNIST-style preprocessing of users' images (read safely by `digitrec.images.read_image`).
+"""MNIST-style preprocessing of users' images (read safely by `digitrec.inference.images.read_image`).
 
 A user's digit (dark ink on white paper, off-centre, large, noisy, transparent, coloured...) is
 turned into what the networks were trained on by `preprocess`:
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.mnist import IMAGE_SIZE, normalize
-from digitrec.images import ImageError, ImageInput, describe, read_image
+from digitrec.data.mnist import IMAGE_SIZE, normalize
+from digitrec.inference.images import ImageError, ImageInput, describe, read_image
 
 WORK_SIDE = 512  # larger images are reduced to this longer side before anything else
 DIGIT_SIDE = 20  # MNIST: the digit's bounding box has a longer side of 20 px ...
@@ -57,7 +57,7 @@ class Preprocessed:
 
 
 def preprocess(source: ImageInput, enabled: bool = True) -> Preprocessed:
-    """Read an image (`digitrec.images.read_image`) and make it MNIST-like (or, with `enabled=False`,
+    """Read an image (`digitrec.inference.images.read_image`) and make it MNIST-like (or, with `enabled=False`,
     check it already is)."""
     gray = to_grayscale(read_image(source))
     return mnist_style(gray) if enabled else as_is(gray, describe(source))

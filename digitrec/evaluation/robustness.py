@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from digitrec.corruptions import CORRUPTIONS, SEVERITIES
-from digitrec.mnist import normalize
+from digitrec.data.corruptions import CORRUPTIONS, SEVERITIES
+from digitrec.data.mnist import normalize
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # normalised (N, 1, 28, 28) batch -> (N, 10) scores
 

@@ -1,0 +1,1 @@
+"""MNIST: the IDX files on disk (no Lightning), the Lightning data module, augmentation and corruptions."""

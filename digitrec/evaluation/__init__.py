@@ -1,0 +1,1 @@
+"""Evaluation: metrics and report files, calibration, robustness, figures, sweep comparison, training logs."""
