@@ -17,28 +17,26 @@ log = logging.getLogger("evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     # Lightning, torchmetrics and matplotlib take seconds to import: only now, so that --help answers at once
-    from digitrec.evaluation.report import evaluate_checkpoint
+    from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint
     from digitrec.evaluation.sweep import compare_sweep, is_multirun_dir, sweep_checkpoints
     from digitrec.inference.checkpoints import find_newest_checkpoint
 
-    options = {"data_dir": cfg.data_dir, "batch_size": cfg.batch_size, "device": cfg.device,
-               "num_errors": cfg.num_errors, "num_demo": cfg.num_demo, "seed": cfg.seed, "tta": cfg.tta,
-               "robustness": cfg.robustness, "robustness_images": cfg.robustness_images}
+    options = EvalOptions.from_config(cfg)
     if isinstance(cfg.ckpt_path, ListConfig):  # an ensemble: ckpt_path=[a.ckpt,b.ckpt,c.ckpt]
-        evaluate_checkpoint([Path(p) for p in cfg.ckpt_path], output_dir=cfg.output_dir, **options)
+        evaluate_checkpoint([Path(p) for p in cfg.ckpt_path], cfg.output_dir, options)
         return
     target = Path(cfg.sweep_dir or cfg.ckpt_path or cfg.search_dir).expanduser()
     if cfg.sweep_dir or is_multirun_dir(target):
         if cfg.ensemble:
             out = cfg.output_dir or target / "ensemble"
-            evaluate_checkpoint(sweep_checkpoints(target), output_dir=out, **options)
+            evaluate_checkpoint(sweep_checkpoints(target), out, options)
         else:
-            compare_sweep(target, output_dir=cfg.output_dir, **options)
+            compare_sweep(target, cfg.output_dir, options)
         return
     if cfg.ckpt_path is None or target.is_dir():
         target = find_newest_checkpoint(target).absolute()
         log.info("Evaluating the newest best checkpoint under %s: %s", cfg.ckpt_path or cfg.search_dir, target)
-    evaluate_checkpoint(target, output_dir=cfg.output_dir, **options)
+    evaluate_checkpoint(target, cfg.output_dir, options)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from digitrec.errors import exit_on_user_error, keep_sweep_going
-from digitrec.validation import check_command_line, check_config
+from digitrec.training.config import check_command_line, check_config
 
 log = logging.getLogger("train")
 

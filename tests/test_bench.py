@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from digitrec.bench import measure, report, setup, training
+from digitrec.bench import measure, report, setup, timeline, training
 from digitrec.bench.__main__ import main as bench_main
 from digitrec.bench.__main__ import parse_models
 from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_transforms
@@ -94,17 +94,17 @@ def test_timeline_splits_steps_iterations_and_validation(monkeypatch: pytest.Mon
                   4.5, 6.5,  # step 2
                   7.0,  # validation starts
                   9.0, 10.0, 10.5])  # three validation batches of 4, 4 and 2 images
-    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
-    timeline = measure.Timeline()
+    monkeypatch.setattr(timeline.time, "perf_counter", lambda: next(clock))
+    tl = timeline.Timeline()
     for _ in range(3):
-        timeline.step_started()
-        timeline.step_ended()
-    timeline.val_started()
+        tl.step_started()
+        tl.step_ended()
+    tl.val_started()
     for size in (4, 4, 2):
-        timeline.val_batch_ended(size)
-    assert timeline.step_seconds(warmup=1) == [1.0, 2.0]
-    assert timeline.iteration_seconds(warmup=1) == [3.0, 2.5]
-    assert timeline.val_seconds_per_image() == pytest.approx(0.25)  # median of 1/4 and 0.5/2, first batch skipped
+        tl.val_batch_ended(size)
+    assert tl.step_seconds(warmup=1) == [1.0, 2.0]
+    assert tl.iteration_seconds(warmup=1) == [3.0, 2.5]
+    assert tl.val_seconds_per_image() == pytest.approx(0.25)  # median of 1/4 and 0.5/2, first batch skipped
 
 
 def test_format_table_pads_columns_and_rejects_ragged_rows() -> None:

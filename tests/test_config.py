@@ -117,7 +117,7 @@ def test_bf16_units_are_read_from_cpu_flags() -> None:
 BAD_VALUES = {  # a config option per bad value, so one sweep tries them all in one process
     "lr": ("optimizer:\n  lr: -0.1", "ConfigError: optimizer.lr must be a positive number"),
     "batch_size": ("data:\n  batch_size: 0", "ConfigError: data.batch_size must be a positive integer"),
-    "val_fraction": ("data:\n  val_fraction: 1.5", r"ConfigError: data.val_fraction must be in \(0, 1\)"),
+    "val_fraction": ("data:\n  val_fraction: 1.5", r"ConfigError: data.val_fraction must be a number in \(0, 1\)"),
     "max_epochs": ("trainer:\n  max_epochs: abc", "ConfigError: trainer.max_epochs must be an integer or null"),
     "dropout": ("model:\n  dropout: 1.5", "ConfigError: Bad arguments for model 'cnn': dropout probability"),
     "ckpt_path": ("ckpt_path: /nonexistent/last.ckpt", "ConfigError: ckpt_path=/nonexistent/last.ckpt: no such"),
@@ -327,7 +327,7 @@ def test_fast_dev_run_saves_no_checkpoint(tmp_path: Path) -> None:
     (["+seeed=1"], r"^seeed is not an argument of the training config \(conf/train.yaml\); did you mean seed\?$"),
 ])
 def test_every_group_is_checked_against_its_class_signature(overrides, message, tmp_path: Path) -> None:
-    from digitrec.validation import check_config
+    from digitrec.training.config import check_config
 
     with pytest.raises(ConfigError, match=message):
         check_config(compose_train(overrides, tmp_path))
@@ -337,6 +337,6 @@ def test_every_group_is_checked_against_its_class_signature(overrides, message, 
                          + [[f"trainer={t}"] for t in groups("trainer")] + [[f"debug={d}"] for d in groups("debug")]
                          + [["optimizer=sgd", "scheduler=cosine", "logger=csv", "model=speednet"]])
 def test_every_shipped_config_passes_the_check(overrides, tmp_path: Path) -> None:
-    from digitrec.validation import check_config
+    from digitrec.training.config import check_config
 
     check_config(compose_train(overrides, tmp_path))

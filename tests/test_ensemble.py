@@ -18,7 +18,7 @@ from conftest import once_per_session
 from digitrec import DigitPredictor
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, load_split, normalize, raw_dir
 from digitrec.errors import ConfigError
-from digitrec.evaluation.report import evaluate_checkpoint
+from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint
 from digitrec.inference.cli import main as predict_main
 from digitrec.inference.ensemble import TTA_VIEWS, Ensemble
 from digitrec.inference.export import METADATA_KEY, run_exported
@@ -47,7 +47,7 @@ def ensemble(trained_run: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPa
     def build(root: Path) -> None:
         source = trained_run / "checkpoints" / "mlp-best.ckpt"
         members = [_member(source, root / f"run{i}", noise=0.3 * i, seed=i) for i in range(2)]
-        report = evaluate_checkpoint(members, data_dir=str(mnist_dir))
+        report = evaluate_checkpoint(members, options=EvalOptions(data_dir=str(mnist_dir)))
         (root / "report.json").write_text(json.dumps(report, default=str))
 
     return once_per_session(tmp_path_factory, "ensemble", build)
@@ -115,7 +115,7 @@ def test_tta_views_are_the_image_shifted_and_rotated() -> None:
 
 
 def test_tta_in_evaluation_and_prediction(members: list[Path], mnist_dir: Path) -> None:
-    report = evaluate_checkpoint(members[0], data_dir=str(mnist_dir), tta=True)
+    report = evaluate_checkpoint(members[0], options=EvalOptions(data_dir=str(mnist_dir), tta=True))
     assert report["tta"] and len(report["members"]) == 1
     assert (members[0].parents[1] / "eval-tta" / "metrics.json").is_file()
     assert report["validation_accuracy"] > 0.9 and report["accuracy"] > 0.9

@@ -20,10 +20,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from digitrec.data.mnist import FILES, NUM_CLASSES
 from digitrec.errors import CheckpointError, ConfigError
 from digitrec.evaluation.calibration import calibration_errors, fit_temperature
-from digitrec.evaluation.report import REPORT_FILES, evaluate_checkpoint, load_checkpoint
+from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint
+from digitrec.evaluation.report_files import REPORT_FILES
 from digitrec.evaluation.sweep import compare_sweep
 from digitrec.evaluation.training_logs import read_training_curves
-from digitrec.inference.checkpoints import find_newest_checkpoint
+from digitrec.inference.checkpoints import find_newest_checkpoint, load_network
 
 
 def run_evaluate(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -201,7 +202,7 @@ def test_bad_checkpoints_raise_a_clear_error_and_write_nothing(tmp_path: Path, r
         assert str(path) in str(error.value) and words in str(error.value), name
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # no eval/ and no temporary folder
     with pytest.raises(CheckpointError, match="is a directory"):
-        load_checkpoint(run)
+        load_network(run)
 
 
 def test_a_failure_while_writing_leaves_no_report_files(trained_run: Path, tmp_path: Path, mnist_dir: Path,
@@ -209,10 +210,10 @@ def test_a_failure_while_writing_leaves_no_report_files(trained_run: Path, tmp_p
     def broken(fig, path: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("digitrec.evaluation.report.save_figure", broken)
+    monkeypatch.setattr("digitrec.evaluation.report_files.save_figure", broken)
     with pytest.raises(OSError, match="disk full"):
-        evaluate_checkpoint(trained_run / "checkpoints" / "mlp-best.ckpt", output_dir=tmp_path / "reports",
-                            data_dir=str(mnist_dir))
+        evaluate_checkpoint(trained_run / "checkpoints" / "mlp-best.ckpt", tmp_path / "reports",
+                            EvalOptions(data_dir=str(mnist_dir)))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -248,7 +249,7 @@ def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> No
     shutil.copytree(sweep / "0_mlp" / ".hydra", sweep / "4_mlp" / ".hydra")
     (sweep / "4_mlp" / "summary.json").write_text(json.dumps({"status": "failed", "error": "TrainingDiverged: NaN"}))
 
-    rows = compare_sweep(sweep, data_dir=str(mnist_dir))
+    rows = compare_sweep(sweep, options=EvalOptions(data_dir=str(mnist_dir)))
 
     assert [row["job"] for row in rows] == ["0_mlp", "1_mlp", "2_mlp", "3_mlp", "4_mlp"]
     assert [row["status"] == "ok" for row in rows] == [True, True, False, False, False]
@@ -289,7 +290,7 @@ def test_the_temperature_travels_with_the_checkpoint(trained_run: Path, tmp_path
     assert uncalibrated.temperature == 1.0
     assert sum("is not calibrated" in r.getMessage() for r in caplog.records) == 1
 
-    report = evaluate_checkpoint(ckpt, output_dir=tmp_path / "elsewhere", data_dir=str(mnist_dir))
+    report = evaluate_checkpoint(ckpt, tmp_path / "elsewhere", EvalOptions(data_dir=str(mnist_dir)))
     assert not (run / "eval").exists() and (tmp_path / "elsewhere" / "metrics.json").is_file()
     predictor = DigitPredictor(ckpt, device="cpu")
     assert predictor.temperature == report["temperature"] != 1.0

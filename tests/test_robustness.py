@@ -14,7 +14,7 @@ from digitrec.data.datamodule import MNISTDataModule
 from digitrec.data.mnist import load_split, raw_dir
 from digitrec.errors import ConfigError
 from digitrec.evaluation.figures import robustness_figure
-from digitrec.evaluation.report import evaluate_checkpoint
+from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint
 from digitrec.evaluation.robustness import corrupted, format_robustness, robustness_report
 
 
@@ -78,7 +78,7 @@ def test_training_corruption_touches_the_share_asked_for(digits: torch.Tensor) -
 def test_unknown_training_corruption_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown corruption.*gauss_noise.*known: shot_noise"):
         MNISTDataModule(data_dir=str(tmp_path), corruptions=["shot_noise", "gauss_noise"])
-    with pytest.raises(ConfigError, match="corruption_p must be in"):
+    with pytest.raises(ConfigError, match=r"corruption_p must be a number in \[0, 1\]"):
         MNISTDataModule(data_dir=str(tmp_path), corruption_p=1.5)
 
 
@@ -95,7 +95,7 @@ def test_report_marks_trained_and_held_out_corruptions(digits: torch.Tensor) -> 
     figure = robustness_figure(report, examples, torch.zeros(28, 28), title="always zero")
     titles = [ax.get_title() for ax in figure.get_axes()]
     assert any(t.endswith("also trained on, not rows here: outline") for t in titles), titles
-    with pytest.raises(ValueError, match="robustness_images must be an integer in 1..64"):
+    with pytest.raises(ValueError, match=r"robustness_images must be an integer in \[1, 64\]"):
         robustness_report(always_zero, digits, labels, size=65)
 
 
@@ -103,8 +103,8 @@ def test_evaluation_writes_the_robustness_report(trained_run: Path, mnist_dir: P
     ckpt = tmp_path / "run" / "checkpoints" / "mlp-best.ckpt"
     ckpt.parent.mkdir(parents=True)
     shutil.copy(trained_run / "checkpoints" / "mlp-best.ckpt", ckpt)
-    report = evaluate_checkpoint(ckpt, output_dir=tmp_path / "reports", data_dir=str(mnist_dir),
-                                 robustness=True, robustness_images=300)
+    options = EvalOptions(data_dir=str(mnist_dir), robustness=True, robustness_images=300)
+    report = evaluate_checkpoint(ckpt, tmp_path / "reports", options)
     written = json.loads((tmp_path / "reports" / "robustness.json").read_text())
     assert list(written["corruptions"]) == list(CORRUPTIONS) and written["images"] == 300
     assert all(len(row["severity"]) == len(SEVERITIES) for row in written["corruptions"].values())

@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from digitrec.bench.measure import Timeline
+from digitrec.bench.timeline import Timeline
 from digitrec.data.augment import augment_batch
 from digitrec.data.datamodule import MNISTDataModule
-from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, normalize
+from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, normalize, to_network_input, to_pixels
 from digitrec.training.module import build_optimization
 
 
@@ -68,7 +68,7 @@ def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDat
     module.train()
     for i in range(steps):
         idx = order[i * batch : (i + 1) * batch]
-        x, y = normalize(augment_batch(images[idx].float().div_(255))), labels[idx]
+        x, y = normalize(augment_batch(to_pixels(images[idx]))), labels[idx]
         timeline.step_started()
         loss = F.cross_entropy(module(x), y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -85,7 +85,7 @@ def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDat
     with torch.inference_mode():
         for i in range(val_batches):
             x, y = val.images[i * eval_batch : (i + 1) * eval_batch], val.labels[i * eval_batch : (i + 1) * eval_batch]
-            logits = module(normalize(x.float().div_(255)))
+            logits = module(to_network_input(x))
             total_loss += F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
             timeline.val_batch_ended(len(y))

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from digitrec.bench.machine import cpu_model
+from digitrec.bench.measure import timings
 from digitrec.data.mnist import IMAGE_SIZE
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.inference.predictor import DigitPredictor
@@ -50,24 +51,13 @@ def untrained_checkpoint(name: str, path: Path) -> Path:
     return path
 
 
-def _timings(call: Callable[[], object], repeats: int, warmup: int) -> np.ndarray:
-    for _ in range(warmup):
-        call()
-    times = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        call()
-        times[i] = time.perf_counter() - start
-    return times
-
-
 def measure(predictor: DigitPredictor, image: Path, repeats: int, batch_size: int) -> dict[str, float]:
     """Latency percentiles (ms) and batch throughput (images/s) of one predictor on the CPU."""
     warmup = max(1, repeats // 10)
-    single = _timings(lambda: predictor.predict(image), repeats, warmup)
-    prepare = _timings(lambda: predictor.prepare(image), repeats, warmup)
+    single = np.array(timings(lambda: predictor.predict(image), repeats, warmup))
+    prepare = np.array(timings(lambda: predictor.prepare(image), repeats, warmup))
     batch = torch.randn(batch_size, 1, IMAGE_SIZE, IMAGE_SIZE)
-    batches = _timings(lambda: predictor.probabilities(batch), max(3, repeats // 20), 1)
+    batches = timings(lambda: predictor.probabilities(batch), max(3, repeats // 20), 1)
     return {
         "p50_ms": 1000 * float(np.percentile(single, 50)),
         "p95_ms": 1000 * float(np.percentile(single, 95)),

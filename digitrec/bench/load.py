@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import torch
 
 from digitrec.bench.latency import untrained_checkpoint, user_like_digit
 from digitrec.bench.machine import cpu_model
+from digitrec.bench.measure import median_time
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.inference.predictor import DigitPredictor
 
@@ -114,14 +114,7 @@ def load(port: int, body: bytes, content_type: str, clients: int, requests: int)
 def in_process_p50_ms(checkpoint: Path, data: bytes, threads: int, repeats: int = 300) -> float:
     torch.set_num_threads(threads)
     predictor = DigitPredictor(checkpoint, device="cpu")
-    for _ in range(20):
-        predictor.predict(data)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictor.predict(data)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_time(lambda: predictor.predict(data), warmup=20, repeats=repeats)
 
 
 @exit_on_user_error

@@ -13,11 +13,12 @@ import torch
 from omegaconf import DictConfig
 
 from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_loaders, seed_transforms
-from digitrec.bench.measure import Timeline, forward_flops, median_time, segment_median
+from digitrec.bench.measure import forward_flops, median_time, segment_median
 from digitrec.bench.setup import Plan, build_module, compose_config
+from digitrec.bench.timeline import Timeline
 from digitrec.data.augment import augment_batch
 from digitrec.data.datamodule import MNISTDataModule
-from digitrec.data.mnist import normalize
+from digitrec.data.mnist import normalize, to_network_input, to_pixels
 from digitrec.training.trainer import build_trainer
 
 
@@ -70,7 +71,7 @@ def _median_cost(costs: list[EpochCost]) -> EpochCost:
 def eval_rate(cfg: DictConfig, images: torch.Tensor, plan: Plan) -> float:
     """Images/s of the module's forward pass on one evaluation batch, without gradients."""
     module = build_module(cfg).eval()
-    x = normalize(images.float().div(255))
+    x = to_network_input(images)
     with torch.inference_mode():
         return len(x) / median_time(lambda: module(x), warmup=1, repeats=plan.eval_repeats)
 
@@ -114,7 +115,7 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
 
 def bench_augmentation(images: torch.Tensor, labels: torch.Tensor, batch: int, plan: Plan) -> dict[str, float]:
     """Images/s of the batched augmentation (as the data module applies it) and of the seed's per-image path."""
-    batched = median_time(lambda: normalize(augment_batch(images[:batch].float().div(255))),
+    batched = median_time(lambda: normalize(augment_batch(to_pixels(images[:batch]))),
                           warmup=2, repeats=plan.augment_batches)
     dataset = PerSampleMNIST(images, labels, seed_transforms(True))
     per_sample = median_time(lambda: [dataset[i] for i in range(batch)], warmup=1, repeats=plan.per_sample_batches)

@@ -8,6 +8,8 @@ Coordinates are normalised to [-1, 1] with the image centre at 0, as `grid_sampl
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -24,11 +26,14 @@ def random_affine(n: int, device: torch.device, degrees: float = 10.0, translate
     # translate is a fraction of the image size; the normalised image spans 2 units
     tx, ty = uniform(-2 * translate, 2 * translate), uniform(-2 * translate, 2 * translate)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    m = torch.zeros(n, 3, 3, device=device)
-    m[:, 0, 0] = s * cos
-    m[:, 0, 1] = s * (cos * shear_x - sin)
-    m[:, 1, 0] = s * sin
-    m[:, 1, 1] = s * (sin * shear_x + cos)
+    return affine_matrix(s * cos, s * (cos * shear_x - sin), s * sin, s * (sin * shear_x + cos), tx, ty)
+
+
+def affine_matrix(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
+                  tx: torch.Tensor | float = 0.0, ty: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """(n, 3, 3) maps [[a, b, tx], [c, d, ty], [0, 0, 1]] in grid_sample's normalised coordinates."""
+    m = torch.zeros(len(a), 3, 3, device=a.device)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
     m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = tx, ty, 1.0
     return m
 
@@ -61,15 +66,20 @@ def elastic_field(n: int, h: int, w: int, alpha: float, sigma: float, device: to
 
     Uniform noise in [-1, 1] per pixel, Gaussian-blurred with `sigma` pixels, scaled to `alpha` pixels.
     """
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
     field = torch.empty(n * 2, 1, h, w, device=device).uniform_(-1, 1)
-    field = F.conv2d(field, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    field = F.conv2d(field, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    field = gaussian_blur(field, sigma, padding="constant")
     scale = torch.tensor([2 * alpha / w, 2 * alpha / h], device=device)  # pixels -> normalised units
     return field.view(n, 2, h, w).permute(0, 2, 3, 1) * scale
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian blur of (n, 1, h, w) images over 3 sigma each side; `padding` as in `F.pad`."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=padding), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode=padding), k.view(1, 1, -1, 1))
 
 
 def warp(images: torch.Tensor, forward: torch.Tensor, displacement: torch.Tensor | None = None) -> torch.Tensor:

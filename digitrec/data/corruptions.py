@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from digitrec.data.augment import warp
+from digitrec.data.augment import affine_matrix, gaussian_blur, warp
 
 SEVERITIES = (1, 2, 3)
 
@@ -33,24 +33,6 @@ def _rand(n: int, x: torch.Tensor, g: torch.Generator | None, *shape: int) -> to
 
 def _sign(n: int, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     return torch.where(_rand(n, x, g) < 0.5, -1.0, 1.0)
-
-
-def _affine(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
-            tx: torch.Tensor | float = 0.0, ty: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """(n, 3, 3) maps [[a, b, tx], [c, d, ty], [0, 0, 1]] in grid_sample's normalised coordinates."""
-    m = torch.zeros(len(a), 3, 3, device=a.device)
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
-    m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = tx, ty, 1.0
-    return m
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
 
 
 def _segments_mask(x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, width: float,
@@ -94,13 +76,13 @@ def impulse_noise(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> 
 def glass_blur(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
     sigma, reach = ((0.5, 1), (0.7, 1), (0.9, 2))[s - 1]
     n, c, h, w = x.shape
-    x = _gaussian_blur(x, sigma)
+    x = gaussian_blur(x, sigma)
     dy = torch.randint(-reach, reach + 1, (n, 1, h, w), generator=g, device=x.device)
     dx = torch.randint(-reach, reach + 1, (n, 1, h, w), generator=g, device=x.device)
     rows = (torch.arange(h, device=x.device).view(1, 1, h, 1) + dy).clamp(0, h - 1)
     cols = (torch.arange(w, device=x.device).view(1, 1, 1, w) + dx).clamp(0, w - 1)
     shuffled = x.flatten(2).gather(2, (rows * w + cols).flatten(2)).view(n, c, h, w)
-    return _gaussian_blur(shuffled, sigma).clamp(0, 1)
+    return gaussian_blur(shuffled, sigma).clamp(0, 1)
 
 
 def motion_blur(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
@@ -110,7 +92,7 @@ def motion_blur(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> to
     step = torch.stack([angle.cos(), angle.sin()], -1) * (2 / w)  # one pixel in normalised units
     eye = torch.ones(n, device=x.device)
     zero = torch.zeros(n, device=x.device)
-    frames = [warp(x, _affine(eye, zero, zero, eye, *(step * (k - (length - 1) / 2)).unbind(-1)))
+    frames = [warp(x, affine_matrix(eye, zero, zero, eye, *(step * (k - (length - 1) / 2)).unbind(-1)))
               for k in range(length)]
     return torch.stack(frames).mean(0).clamp(0, 1)
 
@@ -119,19 +101,19 @@ def shear(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Te
     amount = (0.2, 0.35, 0.5)[s - 1] * _sign(len(x), x, g)
     one, zero = torch.ones_like(amount), torch.zeros_like(amount)
     vertical = _rand(len(x), x, g) < 0.5
-    return warp(x, _affine(one, torch.where(vertical, zero, amount), torch.where(vertical, amount, zero), one))
+    return warp(x, affine_matrix(one, torch.where(vertical, zero, amount), torch.where(vertical, amount, zero), one))
 
 
 def scale(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
     factor = (0.8, 0.65, 0.5)[s - 1] * torch.ones(len(x), device=x.device)
     zero = torch.zeros_like(factor)
-    return warp(x, _affine(factor, zero, zero, factor))
+    return warp(x, affine_matrix(factor, zero, zero, factor))
 
 
 def rotate(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
     angle = math.radians((15.0, 25.0, 35.0)[s - 1]) * _sign(len(x), x, g)
     cos, sin = angle.cos(), angle.sin()
-    return warp(x, _affine(cos, -sin, sin, cos))
+    return warp(x, affine_matrix(cos, -sin, sin, cos))
 
 
 def brightness(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
@@ -143,7 +125,7 @@ def translate(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torc
     pixels = (3.0, 5.0, 7.0)[s - 1]
     angle = _rand(n, x, g) * 2 * math.pi
     one, zero = torch.ones(n, device=x.device), torch.zeros(n, device=x.device)
-    return warp(x, _affine(one, zero, zero, one, angle.cos() * pixels * 2 / w, angle.sin() * pixels * 2 / w))
+    return warp(x, affine_matrix(one, zero, zero, one, angle.cos() * pixels * 2 / w, angle.sin() * pixels * 2 / w))
 
 
 def stripe(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
@@ -168,7 +150,7 @@ def fog(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tens
 def spatter(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
     share = (0.04, 0.07, 0.11)[s - 1]
     n, _, h, w = x.shape
-    blobs = _gaussian_blur(_rand(n, x, g, 1, h, w), 1.2).flatten(1)
+    blobs = gaussian_blur(_rand(n, x, g, 1, h, w), 1.2).flatten(1)
     threshold = blobs.quantile(1 - share, dim=1).view(n, 1, 1, 1)
     return torch.where(blobs.view(n, 1, h, w) > threshold, 1.0, x)
 
@@ -196,7 +178,7 @@ def canny_edges(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> to
     """The outer contour of each stroke from Sobel edges (Canny without hysteresis): hollow strokes."""
     keep = (0.4, 0.2, 0.0)[s - 1]  # how much of the original fill stays
     sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
-    blurred = _gaussian_blur(x, 0.6)
+    blurred = gaussian_blur(x, 0.6)
     gx = F.conv2d(blurred, sobel.view(1, 1, 3, 3), padding=1)
     gy = F.conv2d(blurred, sobel.t().reshape(1, 1, 3, 3), padding=1)
     edges = (((gx**2 + gy**2).sqrt() > 0.8) & (blurred < 0.45)).to(x.dtype)

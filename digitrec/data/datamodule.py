@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from digitrec.data.augment import augment_batch
 from digitrec.data.corruptions import check_names, corrupt_randomly
-from digitrec.data.mnist import default_data_dir, ensure_mnist, load_split, normalize, raw_dir
+from digitrec.data.mnist import default_data_dir, ensure_mnist, load_split, normalize, raw_dir, to_pixels
 from digitrec.errors import ConfigError
+from digitrec.validation import check_range, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,12 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
-        if not 0 < val_fraction < 1:
-            raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}.")
+        positive_int("data.batch_size", batch_size)
+        positive_int("data.eval_batch_size", eval_batch_size)
+        check_range("data.val_fraction", val_fraction, 0, 1, open_low=True, open_high=True)
         if elastic_alpha < 0 or elastic_sigma <= 0:
             raise ConfigError(f"data.elastic_alpha must be >= 0 and data.elastic_sigma > 0, got {elastic_alpha}, {elastic_sigma}.")
-        if not 0 <= corruption_p <= 1:
-            raise ConfigError(f"data.corruption_p must be in [0, 1], got {corruption_p!r}.")
+        check_range("data.corruption_p", corruption_p, 0, 1)
         try:  # a plain list, not Hydra's ListConfig: checkpoints hold only what weights_only=True loads
             corruptions = check_names(corruptions, "data.corruptions") if corruptions else None
         except ValueError as e:
@@ -136,7 +134,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        x = images.float().div_(255)
+        x = to_pixels(images)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             x = augment_batch(x, self.hparams.elastic_alpha, self.hparams.elastic_sigma)
             if self.hparams.corruptions:

@@ -172,3 +172,13 @@ def _download_one(folder: Path, filename: str, md5: str, mirrors: list[str], dow
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Pixels in [0, 1] -> the network's input scale."""
     return (x - MNIST_MEAN) / MNIST_STD
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0-255) as float pixels in [0, 1]; float images (already pixels) as float32."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def to_network_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0, 1] float) images as the networks take them: float pixels, normalised."""
+    return normalize(to_pixels(images))

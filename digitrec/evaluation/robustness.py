@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from digitrec.data.corruptions import CORRUPTIONS, SEVERITIES
-from digitrec.data.mnist import normalize
+from digitrec.data.mnist import normalize, to_pixels
+from digitrec.validation import check_range
 
 Scores = Callable[[torch.Tensor], torch.Tensor]  # normalised (N, 1, 28, 28) batch -> (N, 10) scores
 
@@ -21,7 +22,7 @@ def subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 def corrupted(images: torch.Tensor, name: str, severity: int, seed: int) -> torch.Tensor:
     """uint8 or float (N, 1, 28, 28) images under one corruption, as floats in [0, 1]; deterministic in `seed`."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    x = to_pixels(images)
     index = list(CORRUPTIONS).index(name)
     generator = torch.Generator().manual_seed(seed * 1_000 + index * 10 + severity)
     return CORRUPTIONS[name].apply(x, severity, generator)
@@ -42,8 +43,7 @@ def robustness_report(scores: Scores, images: torch.Tensor, labels: torch.Tensor
     A corruption's accuracy is the mean over its severities; `trained_on` names the corruptions
     the model was trained with, so that the others can be reported as held out.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= len(labels):
-        raise ValueError(f"robustness_images must be an integer in 1..{len(labels)}, got {size!r}.")
+    check_range("robustness_images", size, 1, len(labels), integer=True)
     idx = subset(labels, size, seed)
     images, labels = images[idx], labels[idx]
     rows: dict[str, Any] = {}
@@ -59,7 +59,7 @@ def robustness_report(scores: Scores, images: torch.Tensor, labels: torch.Tensor
              if any(keep(r) for r in rows.values())}
     worst = min(rows, key=lambda name: rows[name]["accuracy"])
     return {
-        "clean": accuracy(scores, images.float() / 255, labels, batch_size),
+        "clean": accuracy(scores, to_pixels(images), labels, batch_size),
         **means,
         "worst": {"corruption": worst, "accuracy": rows[worst]["accuracy"]},
         "low_resolution": rows["low_resolution"]["severity"],

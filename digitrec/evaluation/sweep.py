@@ -12,7 +12,8 @@ from omegaconf import ListConfig, OmegaConf
 
 from digitrec.errors import CheckpointError, ConfigError
 from digitrec.evaluation.figures import comparison_figure, save_figure
-from digitrec.evaluation.report import evaluate_checkpoint, publish
+from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint
+from digitrec.evaluation.report_files import publish
 from digitrec.models import model_name
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _job_checkpoint(job: Path, summary: dict[str, Any]) -> Path | None:
     return found[-1] if found else None
 
 
-def evaluate_job(job: Path, **eval_options: Any) -> dict[str, Any]:
+def evaluate_job(job: Path, options: EvalOptions = EvalOptions()) -> dict[str, Any]:
     """One comparison row; a job that did not finish or whose checkpoint is unusable is a `failed` row."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(job=job.name, overrides=_job_overrides(job), model=_job_model(job), status="ok")
@@ -85,7 +86,7 @@ def evaluate_job(job: Path, **eval_options: Any) -> dict[str, Any]:
     if ckpt is None:
         return {**row, "status": "failed: no best checkpoint (was checkpointing off, e.g. fast_dev_run?)"}
     try:
-        metrics = evaluate_checkpoint(ckpt, **eval_options)
+        metrics = evaluate_checkpoint(ckpt, options=options)
     except CheckpointError as e:
         return {**row, "status": f"failed: {e}"}
     calibration = metrics["calibration"]["test"]
@@ -128,7 +129,7 @@ def comparison_markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def compare_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None,
-                  **eval_options: Any) -> list[dict[str, Any]]:
+                  options: EvalOptions = EvalOptions()) -> list[dict[str, Any]]:
     """Evaluate every job's best checkpoint (reports in each `<job>/eval/`) and write `comparison.md`,
     `comparison.csv` and `comparison.png` into `output_dir` (default: the sweep folder)."""
     sweep_dir = Path(sweep_dir).expanduser().absolute()
@@ -138,7 +139,7 @@ def compare_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None,
     if not jobs:
         raise ConfigError(f"sweep_dir={sweep_dir}: no job folders (with .hydra/ inside) in it; give the folder of a "
                           "`python train.py -m ...` run, e.g. outputs/multirun/<date>/<time>.")
-    rows = [evaluate_job(job, **eval_options) for job in jobs]
+    rows = [evaluate_job(job, options) for job in jobs]
     out = Path(output_dir).expanduser().absolute() if output_dir else sweep_dir
 
     def write(folder: Path) -> None:

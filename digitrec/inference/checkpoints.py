@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from digitrec.errors import CheckpointError, ConfigError
-from digitrec.models import build_model, model_name
+from digitrec.models import build_model, count_parameters, model_name
+from digitrec.validation import in_range
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +79,33 @@ def resolve_checkpoint(path: str | os.PathLike | None, search_dir: Path = Path("
     return find_newest_checkpoint(path, option) if path.is_dir() else path
 
 
-def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """The network stored in a digitrec training checkpoint, in eval mode, and its registry name."""
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A checkpoint's network, in eval mode, and what the checkpoint says about how it was trained."""
+
+    net: nn.Module
+    name: str  # the registry name: mlp, cnn, ...
+    hparams: dict[str, Any]  # the training module's: net, optimizer, scheduler, label_smoothing, ...
+    data_hparams: dict[str, Any]  # the data module's: data_dir, val_fraction, split_seed, corruptions, ...
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.net)
+
+
+def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedNetwork:
+    """The network stored in a digitrec training checkpoint, rebuilt through the model registry only."""
     path = Path(checkpoint)
     content = read_checkpoint(path, map_location)
-    net_cfg = content["hyper_parameters"]["net"]
-    net_cfg = {"name": net_cfg} if isinstance(net_cfg, str) else net_cfg
+    hparams = content["hyper_parameters"]
+    net_cfg = {"name": hparams["net"]} if isinstance(hparams["net"], str) else hparams["net"]
     try:
         name, net = model_name(net_cfg), build_model(net_cfg)
         net.load_state_dict({k.removeprefix("net."): v for k, v in content["state_dict"].items() if k.startswith("net.")})
     except (ConfigError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild its network: {e}") from None
-    return net.to(map_location).eval(), name
+    data_hparams = dict(content.get("datamodule_hyper_parameters") or {})
+    return TrainedNetwork(net.to(map_location).eval(), name, dict(hparams), data_hparams)
 
 
 def calibration_file(checkpoint: str | os.PathLike) -> Path:
@@ -138,7 +155,7 @@ def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
             continue
         if owner is not None and Path(str(owner)).name != path.name:
             notes.append(f"{source} is for {Path(str(owner)).name}")
-        elif isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        elif not in_range(temperature, 0, math.inf, open_low=True, open_high=True):
             notes.append(f"{source} has no positive 'temperature'")
         else:
             return float(temperature), f"calibrated ({source})"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from digitrec.errors import exit_on_user_error
 from digitrec.inference.images import ImageWarning
+from digitrec.inference.options import add_model_options
 from digitrec.inference.predictor import DEFAULT_THRESHOLD, DigitPredictor, Result
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
@@ -23,11 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 if every image was answered (digit or not), 1 if any could not be read.",
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
-    parser.add_argument("--checkpoint", required=True, type=Path, action="append",
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); "
-                             "repeat it for an ensemble (the mean of the members' calibrated probabilities)")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: also average over 1-px shifts and ±8° rotations (7× the work)")
+    add_model_options(parser, required=True)
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
     parser.add_argument("--visualise", type=Path, metavar="OUT.png",
                         help="also write a picture per image, in the format its extension names (.png, .jpg, "

@@ -71,18 +71,24 @@ def members_key(checkpoints: Sequence[Path]) -> str:
     return f"{len(checkpoints)}-{digest[:8]}"
 
 
+def combine(nets: Sequence[nn.Module], temperatures: Sequence[float], tta: bool = False) -> tuple[nn.Module, float]:
+    """What answers for these networks, and the temperature for its outputs: one network without TTA
+    answers alone at its own temperature; otherwise an `Ensemble`, calibrated already (temperature 1)."""
+    if len(nets) == 1 and not tta:
+        return nets[0], float(temperatures[0])
+    return Ensemble(nets, temperatures, tta=tta).eval(), 1.0
+
+
+def scorer_name(names: Sequence[str]) -> str:
+    """`cnn` for one network; `ensemble of 3 (cnn, mlp)` for several."""
+    return names[0] if len(names) == 1 else f"ensemble of {len(names)} ({', '.join(sorted(set(names)))})"
+
+
 def load_scorer(checkpoints: Sequence[Path], device: torch.device | str = "cpu",
                 tta: bool = False) -> tuple[nn.Module, float, list[str], list[str]]:
-    """What answers for these checkpoints: (network, temperature for its outputs, model names, temperature sources).
-
-    One checkpoint without TTA is its own network at its calibrated temperature; otherwise an `Ensemble`
-    whose outputs are calibrated already (temperature 1).
-    """
+    """What answers for these checkpoints (see `combine`): (network, temperature for its outputs,
+    model names, temperature sources)."""
     loaded = [load_network(c, device) for c in checkpoints]
     calibrations = [load_temperature(c) for c in checkpoints]
-    names = [name for _, name in loaded]
-    sources = [source for _, source in calibrations]
-    if len(loaded) == 1 and not tta:
-        return loaded[0][0], calibrations[0][0], names, sources
-    ensemble = Ensemble([net for net, _ in loaded], [t for t, _ in calibrations], tta=tta)
-    return ensemble.to(device).eval(), 1.0, names, sources
+    scorer, temperature = combine([m.net for m in loaded], [t for t, _ in calibrations], tta)
+    return scorer.to(device), temperature, [m.name for m in loaded], [source for _, source in calibrations]

@@ -29,7 +29,8 @@ from torch import nn
 from digitrec.data.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
 from digitrec.inference.checkpoints import load_temperature, resolve_checkpoint, run_dir_of
-from digitrec.inference.ensemble import load_scorer, members_key
+from digitrec.inference.ensemble import load_scorer, members_key, scorer_name
+from digitrec.inference.options import add_model_options
 
 FORMATS = ("torchscript", "onnx")
 PARITY_TOLERANCE = 1e-4  # largest difference in probability allowed between an export and the checkpoint
@@ -110,7 +111,7 @@ def export(checkpoint: str | Path | Sequence[str | Path], output_dir: str | Path
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir={out} is a file; give a folder.")
     out.mkdir(parents=True, exist_ok=True)
-    info = metadata(names[0] if single else f"ensemble of {len(names)} ({', '.join(sorted(set(names)))})",
+    info = metadata(scorer_name(names),
                     checkpoints, temperature, "; ".join(sources), tta)
     writers = {"torchscript": (export_torchscript, f"{name}.torchscript.pt"), "onnx": (export_onnx, f"{name}.onnx")}
     return {fmt: writers[fmt][0](model, out / writers[fmt][1], info) for fmt in formats}
@@ -150,11 +151,7 @@ def check_parity(checkpoint: Path | Sequence[Path], files: dict[str, Path], pixe
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digitrec-export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, action="append",
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); repeat it to export "
-                             "an ensemble as one graph")
-    parser.add_argument("--tta", action="store_true",
-                        help="put test-time augmentation in the graph too (1-px shifts, ±8° rotations: 7× the work)")
+    add_model_options(parser, required=True)
     parser.add_argument("--output-dir", type=Path, default=None, help="default: <run>/export")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats",
                         help="one or both of: torchscript, onnx (default: both)")

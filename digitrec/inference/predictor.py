@@ -25,10 +25,11 @@ from PIL import Image
 from digitrec.data.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError
 from digitrec.inference.checkpoints import resolve_checkpoint, resolve_device
-from digitrec.inference.ensemble import load_scorer
+from digitrec.inference.ensemble import load_scorer, scorer_name
 from digitrec.inference.images import ImageInput, describe, read_image
 from digitrec.inference.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
 from digitrec.models import model_name as registry_name
+from digitrec.validation import check_range, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,13 @@ class DigitPredictor:
         self.device = resolve_device(device)
         self.threshold = _check_threshold(threshold)
         self.preprocess = bool(preprocess)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        self.batch_size = batch_size
+        self.batch_size = positive_int("batch_size", batch_size)
         self.net, self.temperature, names, sources = load_scorer(self.checkpoints, self.device, self.tta)
         for path, name in zip(self.checkpoints, names):
             if model_name is not None and registry_name({"name": model_name}) != name:
                 raise ConfigError(f"a {model_name!r} model was expected, but {path} holds a "
                                   f"{name!r} model; give a checkpoint of a {model_name!r} model.")
-        self.model_name = names[0] if len(names) == 1 else f"ensemble of {len(names)} ({', '.join(sorted(set(names)))})"
+        self.model_name = scorer_name(names)
         self.temperature_source = sources[0] if len(sources) == 1 else "; ".join(sources)
         for path, source in zip(self.checkpoints, sources):
             if source.startswith("uncalibrated"):
@@ -108,7 +107,7 @@ class DigitPredictor:
                 prepared.append((i, self.prepare(image)))
                 results.append(None)
             except DigitrecError as e:
-                results.append(_failure(str(e)))
+                results.append(failure(str(e)))
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
             for (i, _), answer in zip(chunk, self.answer([item for _, item in chunk])):
@@ -194,9 +193,7 @@ def _figure(given: np.ndarray, seen: np.ndarray, answer: Result):
 
 
 def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}.")
-    return float(threshold)
+    return float(check_range("threshold", threshold, 0, 1))
 
 
 def _blank(reason: str | None) -> Result:
@@ -205,6 +202,7 @@ def _blank(reason: str | None) -> Result:
             "error": None}
 
 
-def _failure(message: str) -> Result:
+def failure(message: str) -> Result:
+    """The answer for an input that could not be used: `error` says why."""
     return {"digit": None, "confidence": None, "probabilities": None, "is_digit": False, "reason": None,
             "error": message}

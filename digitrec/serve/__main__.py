@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.inference.checkpoints import resolve_checkpoint
+from digitrec.inference.options import add_model_options
 from digitrec.inference.predictor import DEFAULT_THRESHOLD, DigitPredictor
 
 log = logging.getLogger("digitrec.serve")
@@ -20,12 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitrec-serve", description=__doc__.split(":", 1)[1].strip(),
         epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs.")
-    parser.add_argument("--checkpoint", type=Path, action="append", default=None,
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); repeat it for an ensemble "
-                             "(the mean of the members' calibrated probabilities); default: the newest *-best.ckpt "
-                             "under outputs/")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: also average over 1-px shifts and ±8° rotations (7× the work)")
+    add_model_options(parser, required=False, default="the newest *-best.ckpt under outputs/")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=None,

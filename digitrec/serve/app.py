@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digitrec.errors import DigitrecError
 from digitrec.inference.images import decode_image
-from digitrec.inference.predictor import DigitPredictor
+from digitrec.inference.predictor import DigitPredictor, failure
 from digitrec.models import count_parameters
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -167,8 +167,7 @@ def _answer_each(predictor: DigitPredictor, uploads: list[UploadFile]) -> list[d
         try:
             answers.append({"filename": upload.filename, **_answer(predictor, upload)})
         except DigitrecError as e:
-            answers.append({"filename": upload.filename, "digit": None, "confidence": None, "probabilities": None,
-                            "is_digit": False, "reason": None, "error": str(e)})
+            answers.append({"filename": upload.filename, **failure(str(e))})
     return answers
 
 

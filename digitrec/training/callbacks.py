@@ -14,8 +14,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from digitrec.errors import ConfigError
 from digitrec.evaluation.figures import confusion_figure, figure_to_array, misclassified_figure
+from digitrec.validation import check_range
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class EMA(WeightAveraging):
     """
 
     def __init__(self, decay: float | None = 0.999, **kwargs: Any) -> None:
-        if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
-            raise ConfigError(f"EMA decay must be a number in (0, 1), e.g. 0.999, or null; got {decay!r}.")
+        if decay is not None:
+            check_range("EMA decay", decay, 0, 1, open_low=True, open_high=True, hint=" (e.g. 0.999) or null")
         decay = None if decay is None else float(decay)
         super().__init__(avg_fn=functools.partial(_ema_update, decay=decay), **kwargs)
         self.decay = decay

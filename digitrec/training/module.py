@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from digitrec.data.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, TrainingDiverged
 from digitrec.models import build_model, count_parameters, model_name
+from digitrec.validation import check_range
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}
 DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 3e-3}
@@ -32,13 +33,8 @@ def plain(cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _check_rates(section: str, cfg: Mapping[str, Any]) -> None:
     for key in ("lr", "max_lr", "weight_decay", "momentum"):
-        value = cfg.get(key)
-        if value is None:
-            continue
-        positive = key in ("lr", "max_lr")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
-            kind = "positive" if positive else "non-negative"
-            raise ConfigError(f"{section}.{key} must be a {kind} number, got {value!r}.")
+        if cfg.get(key) is not None:
+            check_range(f"{section}.{key}", cfg[key], 0, open_low=key in ("lr", "max_lr"))
 
 
 def fused_default(cfg: Mapping[str, Any], make_optimizer: Any, precision: str | None) -> dict[str, bool]:
