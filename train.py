@@ -31,8 +31,7 @@ def main(cfg: DictConfig) -> float:
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    module = DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
-                             label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last)
+    module = instantiate(cfg.module)
     trainer = build_trainer(cfg)
     resume_from = resolve_resume_path(cfg.ckpt_path, module.model_name)
     log.info("Model %s: %s parameters", module.model_name, f"{module.num_parameters:,}")

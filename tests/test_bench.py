@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from digitrec.bench import measure, report, setup, timeline, training
 from digitrec.bench.__main__ import main as bench_main
 from digitrec.bench.__main__ import parse_models
-from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_transforms
+from digitrec.bench.baselines import PerSampleMNIST, per_sample_transforms, plain_loop_timeline
 from digitrec.data.datamodule import MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.models import MODELS, build_model, count_parameters
@@ -139,14 +139,14 @@ def test_a_bad_argument_ends_the_command_with_one_error_line(tmp_path: Path) -> 
         f"error: --models 'mlp,vgg': unknown model(s) vgg; valid models: {', '.join(MODELS)}."]
 
 
-def test_seed_style_items_are_normalised_images(tiny_data: MNISTDataModule) -> None:
+def test_per_sample_items_are_normalised_images(tiny_data: MNISTDataModule) -> None:
     train = tiny_data.train_set
-    dataset = PerSampleMNIST(train.images, train.labels, seed_transforms(train=False))
+    dataset = PerSampleMNIST(train.images, train.labels, per_sample_transforms(train=False))
     x, y = dataset[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == int(train.labels[0])
     assert x.min() < 0  # background pixels are below the mean after normalisation
     torch.manual_seed(0)
-    warped = PerSampleMNIST(train.images, train.labels, seed_transforms(train=True))
+    warped = PerSampleMNIST(train.images, train.labels, per_sample_transforms(train=True))
     assert not torch.equal(torch.stack([warped[i][0] for i in range(8)]), torch.stack([dataset[i][0] for i in range(8)]))
 
 
@@ -160,7 +160,7 @@ def test_plain_loop_records_every_step_and_validation_batch(tiny_data: MNISTData
 def test_one_model_through_all_pipelines(tiny_data: MNISTDataModule, tmp_path: Path, restore_determinism: None) -> None:
     result = training.bench_model("cnn", TINY, tiny_data, peak=50.0, root=tmp_path)
     assert result["parameters"] == count_parameters(build_model("cnn"))
-    assert set(result["epoch_seconds"]) == {"trainer_fit", "seed_style", "plain_loop"}
+    assert set(result["epoch_seconds"]) == {"trainer_fit", "per_sample", "plain_loop"}
     numbers = [v for v in result.values() if isinstance(v, float)] + list(result["epoch_seconds"].values())
     assert all(math.isfinite(v) and v > 0 for v in numbers)
     assert result["train_gflops"] == pytest.approx(3 * result["forward_mflops"] * 1e6 * result["train_images_per_s"] / 1e9)
@@ -202,7 +202,7 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
             "train_images", "val_images"} <= set(result)
     assert set(result["models"]) == {"mlp"}
     assert {"parameters", "forward_mflops", "train_images_per_s", "eval_images_per_s", "train_gflops",
-            "train_peak_fraction", "epoch_seconds", "epoch_peak_fraction", "speedup_vs_seed",
+            "train_peak_fraction", "epoch_seconds", "epoch_peak_fraction", "speedup_vs_per_sample",
             "fit_vs_plain"} <= set(result["models"]["mlp"])
     assert {"batched_images_per_s", "per_sample_images_per_s", "ratio"} <= set(result["augmentation"])
     assert result["environment"]["threads"] == 1 and result["environment"]["mode"] == "quick"
@@ -228,8 +228,8 @@ def test_training_variants_each_get_a_rate_against_the_first(tiny_data: MNISTDat
 
 
 def test_extra_overrides_replace_the_benchmarks_own(tmp_path: Path) -> None:
-    cfg = setup.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "channels_last=false"])
-    assert cfg.trainer.limit_val_batches == 0 and cfg.channels_last is False
+    cfg = setup.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "module.channels_last=false"])
+    assert cfg.trainer.limit_val_batches == 0 and cfg.module.channels_last is False
     assert cfg.trainer.precision == "32-true"  # fp32 tables on every CPU, against the fp32 matmul peak
     assert setup.compose_config("cnn", TINY, tmp_path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
     assert cfg.trainer.limit_train_batches == TINY.warmup_steps + TINY.measured_steps

@@ -152,7 +152,7 @@ def test_homography_maps_corners() -> None:
     assert torch.allclose(pts[:, :2] / pts[:, 2:], dst[0], atol=1e-5)
 
 
-def test_affine_parameters_stay_in_the_seed_ranges() -> None:
+def test_affine_parameters_stay_in_the_original_ranges() -> None:
     torch.manual_seed(0)
     m = random_affine(10_000, torch.device("cpu"))
     det = torch.linalg.det(m[:, :2, :2])  # = scale², shear and rotation preserve area

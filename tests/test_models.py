@@ -33,7 +33,7 @@ def test_parameter_counts_match_readme() -> None:
     counts = {name: count_parameters(build_model(name)) for name in MODELS}
     print("parameter counts:", counts)
     assert {name: int(table[name].replace(",", "")) for name in MODELS} == counts
-    assert counts["mlp"] == 569_226 and counts["cnn"] == 871_530  # the layers the seed describes
+    assert counts["mlp"] == 569_226 and counts["cnn"] == 871_530  # the layers of the original networks
 
 
 def test_unknown_model_lists_valid_names() -> None:

@@ -2,7 +2,7 @@
 
 Measures, in one run, per model: forward FLOPs, training and evaluation throughput, achieved
 GFLOP/s against a measured fp32 matmul peak, and the seconds an epoch costs through
-`Trainer.fit`, through a seed-style per-sample torchvision pipeline and through a plain PyTorch
+`Trainer.fit`, through a per-sample torchvision pipeline and through a plain PyTorch
 loop; plus batched versus per-sample augmentation. In full mode, when the cnn is benchmarked, it
 also times the cnn's training step in the variants a user might try (NCHW instead of
 channels_last, bf16 autocast, torch.compile). Every time is a median after warm-up.

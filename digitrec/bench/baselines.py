@@ -1,4 +1,4 @@
-"""What the benchmark compares `Trainer.fit` against: the seed's per-sample torchvision pipeline
+"""What the benchmark compares `Trainer.fit` against: the original project's per-sample torchvision pipeline
 and a plain PyTorch loop over the same in-memory tensors."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from digitrec.data.mnist import MNIST_MEAN, MNIST_STD, normalize, to_network_inp
 from digitrec.training.module import build_optimization
 
 
-def seed_transforms(train: bool) -> v2.Compose:
-    """The seed's per-image torchvision v2 pipeline (random warps for training only)."""
+def per_sample_transforms(train: bool) -> v2.Compose:
+    """The original project's per-image torchvision v2 pipeline (random warps for training only)."""
     warps = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
              v2.RandomPerspective(distortion_scale=0.2, p=0.3)] if train else []
     return v2.Compose([v2.ToImage(), *warps, v2.ToDtype(torch.float32, scale=True),
@@ -42,13 +42,13 @@ class PerSampleMNIST(Dataset):
         return self.transform(Image.fromarray(self.images[i, 0].numpy())), int(self.labels[i])
 
 
-def seed_loaders(datamodule: MNISTDataModule) -> dict[str, DataLoader]:
+def per_sample_loaders(datamodule: MNISTDataModule) -> dict[str, DataLoader]:
     """`Trainer.fit` arguments: the data module's splits through per-sample transforms (num_workers=0)."""
     train, val = datamodule.train_set, datamodule.val_set
     return {
-        "train_dataloaders": DataLoader(PerSampleMNIST(train.images, train.labels, seed_transforms(True)),
+        "train_dataloaders": DataLoader(PerSampleMNIST(train.images, train.labels, per_sample_transforms(True)),
                                         batch_size=datamodule.hparams.batch_size, shuffle=True),
-        "val_dataloaders": DataLoader(PerSampleMNIST(val.images, val.labels, seed_transforms(False)),
+        "val_dataloaders": DataLoader(PerSampleMNIST(val.images, val.labels, per_sample_transforms(False)),
                                       batch_size=datamodule.hparams.eval_batch_size),
     }
 
@@ -70,7 +70,7 @@ def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDat
         idx = order[i * batch : (i + 1) * batch]
         x, y = normalize(augment_batch(to_pixels(images[idx]))), labels[idx]
         timeline.step_started()
-        loss = F.cross_entropy(module(x), y, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(module(x), y, label_smoothing=cfg.module.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.trainer.gradient_clip_val:
@@ -86,7 +86,7 @@ def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDat
         for i in range(val_batches):
             x, y = val.images[i * eval_batch : (i + 1) * eval_batch], val.labels[i * eval_batch : (i + 1) * eval_batch]
             logits = module(to_network_input(x))
-            total_loss += F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
+            total_loss += F.cross_entropy(logits, y, label_smoothing=cfg.module.label_smoothing, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
             timeline.val_batch_ended(len(y))
     return timeline

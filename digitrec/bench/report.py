@@ -16,15 +16,15 @@ def variants_table(variants: dict[str, dict[str, float]]) -> str:
 
 
 COLUMNS = ("model", "params", "fwd MFLOP/img", "train img/s", "eval img/s", "train GFLOP/s", "% peak",
-           "epoch s fit", "epoch % peak", "epoch s seed-style", "fit vs seed", "epoch s plain", "fit vs plain")
+           "epoch s fit", "epoch % peak", "epoch s per-sample", "fit vs per-sample", "epoch s plain", "fit vs plain")
 
 
 def table_row(name: str, r: dict[str, Any]) -> list[str]:
     epoch = r["epoch_seconds"]
     return [name, f"{r['parameters']:,}", f"{r['forward_mflops']:.1f}", f"{r['train_images_per_s']:,.0f}",
             f"{r['eval_images_per_s']:,.0f}", f"{r['train_gflops']:.1f}", f"{100 * r['train_peak_fraction']:.0f}",
-            f"{epoch['trainer_fit']:.1f}", f"{100 * r['epoch_peak_fraction']:.0f}", f"{epoch['seed_style']:.1f}",
-            f"{r['speedup_vs_seed']:.2f}×", f"{epoch['plain_loop']:.1f}", f"{r['fit_vs_plain']:.2f}×"]
+            f"{epoch['trainer_fit']:.1f}", f"{100 * r['epoch_peak_fraction']:.0f}", f"{epoch['per_sample']:.1f}",
+            f"{r['speedup_vs_per_sample']:.2f}×", f"{epoch['plain_loop']:.1f}", f"{r['fit_vs_plain']:.2f}×"]
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -50,7 +50,7 @@ def report(result: dict[str, Any]) -> str:
         "",
         format_table(COLUMNS, [table_row(name, r) for name, r in result["models"].items()]),
         "",
-        f"augmentation: batched augment_batch {aug['batched_images_per_s']:,.0f} img/s vs the seed's per-sample "
+        f"augmentation: batched augment_batch {aug['batched_images_per_s']:,.0f} img/s vs the original project's per-sample "
         f"torchvision v2 {aug['per_sample_images_per_s']:,.0f} img/s: {aug['ratio']:.1f}× faster "
         "(both from uint8 to normalised float; per-sample includes the PIL image torchvision's MNIST makes)",
         "",
@@ -66,10 +66,10 @@ def report(result: dict[str, Any]) -> str:
         f"  {plan['warmup_steps']} warm-up) and {plan['val_batches'] - 1} validation batch(es) (after 1 warm-up) "
         f"to {result['train_images']:,} + {result['val_images']:,} images.",
         "  fit: Trainer.fit with MNISTDataModule (batched augmentation on the batch's device);",
-        "  seed-style: per-sample PIL + torchvision v2 transforms in a DataLoader (num_workers=0), same Trainer.fit;",
+        "  per-sample: per-sample PIL + torchvision v2 transforms in a DataLoader (num_workers=0), same Trainer.fit;",
         "  plain: a plain PyTorch loop over the same in-memory tensors with batched augmentation.",
         f"  fit and plain alternate {plan['rounds']} time(s): their median epoch, and the median of the per-round ratios.",
-        "- fit vs seed / fit vs plain: the other pipeline's epoch time over Trainer.fit's (> 1: Trainer.fit is faster).",
+        "- fit vs per-sample / fit vs plain: the other pipeline's epoch time over Trainer.fit's (> 1: Trainer.fit is faster).",
     ]
     if result.get("variants"):
         vplan = result["variant_plan"]

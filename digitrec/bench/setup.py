@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from digitrec.data.datamodule import MNISTDataModule
@@ -112,8 +113,7 @@ def compose_config(model: str, plan: Plan, root: Path, extra: Sequence[str] = ()
 
 
 def build_module(cfg: DictConfig) -> DigitClassifier:
-    return DigitClassifier(net=cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
-                           label_smoothing=cfg.label_smoothing, channels_last=cfg.channels_last)
+    return instantiate(cfg.module)
 
 
 def silence_lightning() -> None:

@@ -1,4 +1,4 @@
-"""Timing training and evaluation: `Trainer.fit` against the seed-style and plain-loop pipelines,
+"""Timing training and evaluation: `Trainer.fit` against the per-sample and plain-loop pipelines,
 evaluation throughput, batched augmentation, and the cnn's training-step variants."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from digitrec.bench.baselines import PerSampleMNIST, plain_loop_timeline, seed_loaders, seed_transforms
+from digitrec.bench.baselines import PerSampleMNIST, per_sample_loaders, per_sample_transforms, plain_loop_timeline
 from digitrec.bench.measure import forward_flops, median_time, segment_median
 from digitrec.bench.setup import Plan, build_module, compose_config
 from digitrec.bench.timeline import Timeline
@@ -88,8 +88,8 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
                                                      plan.warmup_steps + plan.measured_steps, plan.val_batches),
                                  plan, datamodule))
     fit, plain = _median_cost(fits), _median_cost(plains)
-    progress(f"{name}: seed-style per-sample pipeline")
-    seed = epoch_cost(fit_timeline(cfg, **seed_loaders(datamodule)), plan, datamodule)
+    progress(f"{name}: per-sample pipeline")
+    per_sample = epoch_cost(fit_timeline(cfg, **per_sample_loaders(datamodule)), plan, datamodule)
     progress(f"{name}: evaluation")
     eval_batch = datamodule.hparams.eval_batch_size
     eval_ips = eval_rate(cfg, datamodule.val_set.images[:eval_batch], plan)
@@ -104,20 +104,20 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
         "eval_images_per_s_4x_batch": eval_ips_4x,
         "train_gflops": train_gflops,
         "train_peak_fraction": train_gflops / peak,
-        "epoch_seconds": {"trainer_fit": fit.seconds, "seed_style": seed.seconds, "plain_loop": plain.seconds},
+        "epoch_seconds": {"trainer_fit": fit.seconds, "per_sample": per_sample.seconds, "plain_loop": plain.seconds},
         "epoch_peak_fraction": epoch_flops / fit.seconds / 1e9 / peak,
-        "speedup_vs_seed": seed.seconds / fit.seconds,
+        "speedup_vs_per_sample": per_sample.seconds / fit.seconds,
         "fit_vs_plain": statistics.median(p.seconds / f.seconds for f, p in zip(fits, plains)),
         "plain_loop_train_images_per_s": plain.step_images_per_s,
-        "seed_style_train_images_per_s": seed.step_images_per_s,
+        "per_sample_train_images_per_s": per_sample.step_images_per_s,
     }
 
 
 def bench_augmentation(images: torch.Tensor, labels: torch.Tensor, batch: int, plan: Plan) -> dict[str, float]:
-    """Images/s of the batched augmentation (as the data module applies it) and of the seed's per-image path."""
+    """Images/s of the batched augmentation (as the data module applies it) and of the original per-image path."""
     batched = median_time(lambda: normalize(augment_batch(to_pixels(images[:batch]))),
                           warmup=2, repeats=plan.augment_batches)
-    dataset = PerSampleMNIST(images, labels, seed_transforms(True))
+    dataset = PerSampleMNIST(images, labels, per_sample_transforms(True))
     per_sample = median_time(lambda: [dataset[i] for i in range(batch)], warmup=1, repeats=plan.per_sample_batches)
     return {"batched_images_per_s": batch / batched, "per_sample_images_per_s": batch / per_sample,
             "ratio": per_sample / batched}
@@ -129,7 +129,7 @@ VARIANT_MODEL = "cnn"
 DEFAULT_VARIANT = "fp32, channels_last (default)"
 VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {  # label: (config overrides, compile the network)
     DEFAULT_VARIANT: ((), False),
-    "fp32, contiguous NCHW": (("channels_last=false",), False),
+    "fp32, contiguous NCHW": (("module.channels_last=false",), False),
     "bf16-mixed autocast": (("trainer.precision=bf16-mixed",), False),
     "torch.compile (fp32, channels_last)": ((), True),
 }

@@ -1,6 +1,6 @@
 """Batched random affine + perspective warps, on the batch's own device.
 
-The distribution matches the seed's per-sample torchvision pipeline
+The distribution matches the original project's per-sample torchvision pipeline
 (RandomAffine(10°, translate 10 %, scale 0.9-1.1, shear 5°) then RandomPerspective(0.2, p=0.3)),
 but one `grid_sample` call warps the whole batch: each sample gets its own 3×3 homography.
 Coordinates are normalised to [-1, 1] with the image centre at 0, as `grid_sample` expects.
@@ -98,7 +98,7 @@ def warp(images: torch.Tensor, forward: torch.Tensor, displacement: torch.Tensor
 
 
 def augment_batch(images: torch.Tensor, elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> torch.Tensor:
-    """The seed's training augmentation for a float batch in [0, 1], shape (n, c, h, w).
+    """The original project's training augmentation for a float batch in [0, 1], shape (n, c, h, w).
 
     `elastic_alpha` > 0 adds an elastic distortion of that many pixels (smoothness `elastic_sigma`).
     """

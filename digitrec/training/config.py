@@ -72,16 +72,13 @@ def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictCo
         return compose(config_name, overrides=overrides)
 
 
-def run_settings(seed: int = 42, ckpt_path: str | None = None, test: bool = True, label_smoothing: float = 0.05,
-                 channels_last: bool = True) -> None:
-    """The top-level keys of conf/train.yaml, as a signature, so that the same rule checks them."""
 
 
 def _components(cfg: DictConfig) -> Iterator[tuple[str, dict[str, Any]]]:
     top = {k: cfg[k] for k in cfg if k != "hydra" and not OmegaConf.is_config(cfg[k])}
     if "seed" in top:  # the training config (evaluate.py's has other keys)
-        yield "", {"_target_": f"{__name__}.run_settings", **top}
-    for group in ("data", "model", "optimizer", "scheduler"):
+        yield "", {"_target_": "digitrec.training.run.RunSettings", **top}
+    for group in ("data", "model", "optimizer", "scheduler", "module"):
         if cfg.get(group) is not None:
             yield group, _plain(cfg[group])
     for group in ("callbacks", "logger"):

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from digitrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The top-level keys of conf/train.yaml: what the run itself is told (its components have their own groups)."""
+
+    seed: int = 42  # seeds python, numpy, torch and the dataloader workers
+    ckpt_path: str | None = None  # resume from this checkpoint (or `last`)
+    test: bool = True  # test the kept checkpoint on the official 10k test set after fitting
 
 
 def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, fit_seconds: float,
