@@ -174,7 +174,8 @@ def form(data: bytes, label: int) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(checkpoint: Path, db: Path) -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: Path, db: Path | str) -> tuple[subprocess.Popen, int]:
+    """`python -m digitrec.serve` storing feedback into `db` (a SQLite file or a URL), on a free port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
