@@ -1,4 +1,4 @@
-"""The feedback store on a real PostgreSQL server (a throwaway cluster: conftest's `postgres_url`), behind a real server.
+"""The feedback store on a real PostgreSQL (a throwaway cluster: conftest's `postgres_url`), behind a real server.
 
 The store's own tests run on PostgreSQL too (test_feedback_store.py is parametrised over both databases).
 """

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from digitrec.data.mnist import read_idx
 from digitrec.errors import ConfigError
 from digitrec.feedback.cli import main as feedback_cli
+from digitrec.feedback.database import database_url
 from digitrec.feedback.export import IMAGES, LABELS, MANIFEST, export
 from digitrec.feedback.store import (
     PIXELS,
@@ -25,7 +26,6 @@ from digitrec.feedback.store import (
     FeedbackStore,
     Item,
     StoreUnavailable,
-    database_url,
     items,
     metadata,
     schema,
@@ -209,6 +209,19 @@ def test_a_read_only_or_full_sqlite_store_is_unavailable_not_a_crash(tmp_path: P
     full.engine.dispose()  # new connections, each with the page limit
     with pytest.raises(StoreUnavailable, match="full"):
         full.add(replace(make_item(3, label=3), image=b"x" * 100_000))
+
+
+def test_a_store_that_cannot_open_fails_fast_until_it_is_retried(monkeypatch) -> None:
+    store = FeedbackStore("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(StoreUnavailable, match="cannot be used") as first:
+        store.open()
+    with pytest.raises(StoreUnavailable) as again:  # within RETRY_S: the same error, no new connection attempt
+        store.add(make_item(1, label=1))
+    assert again.value is first.value
+    monkeypatch.setattr("digitrec.feedback.store.RETRY_S", 0.0)
+    with pytest.raises(StoreUnavailable) as later:
+        store.open()
+    assert later.value is not first.value
 
 
 def test_cli_stats_export_delete_check(store: FeedbackStore, tmp_path: Path, capsys) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,17 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.engine import URL, Connection, Row
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from digitrec.errors import ConfigError, DigitrecError
+from digitrec.feedback.database import connect, database_url
 
 SCHEMA_VERSION = 1  # a release that changes the tables raises it and migrates older stores in `_set_up`
 SIDE = 28  # MNIST's frame (not imported from digitrec.data: that module brings in torch)
 PIXELS = SIDE * SIDE
 DEFAULT_DB = Path("outputs") / "feedback" / "feedback.db"
-CONNECTIONS = 8  # pooled connections; callers run at most this many store calls at once
-BUSY_TIMEOUT_S = 15  # how long a SQLite writer waits for another one before the store is "locked"
+RETRY_S = 2.0  # a store that failed to open is tried again after this long
 
 metadata = sa.MetaData()
 items = sa.Table(
@@ -81,25 +82,6 @@ class Saved:
     duplicate: bool  # the same image bytes with the same label were stored before: `id` is theirs
 
 
-def database_url(value: str | os.PathLike | URL) -> URL:
-    """A database URL from a URL or a SQLite file path; `postgresql://` means the psycopg (3) driver."""
-    text = value.render_as_string(hide_password=False) if isinstance(value, URL) else os.fspath(value)
-    if "://" not in text:
-        return URL.create("sqlite", database=text)
-    try:
-        url = make_url(text)
-    except ArgumentError:
-        raise ConfigError(f"{text!r} is neither a database URL (sqlite:///path, postgresql://user@host/db) "
-                          "nor a file path.") from None
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(f"{url.drivername!r} databases are not supported; use sqlite:///path or postgresql://...")
-    if url.get_backend_name() == "sqlite" and not url.database:
-        raise ConfigError("an in-memory SQLite store would forget everything; give a file: sqlite:///path/feedback.db")
-    return url
-
-
 class FeedbackStore:
     """Users' labelled digits. Safe to share between threads; the tables are made on first use."""
 
@@ -108,10 +90,11 @@ class FeedbackStore:
         self.create = create
         self.sqlite = self.url.get_backend_name() == "sqlite"
         try:
-            self.engine = _engine(self.url)
+            self.engine = connect(self.url)
         except ImportError as e:
             raise ConfigError(f"no database driver for {self.name} ({e}): pip install 'digitrec[serve]'.") from None
         self._ready = False
+        self._failure: tuple[float, DigitrecError] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -126,12 +109,21 @@ class FeedbackStore:
         self.engine.dispose()
 
     def open(self) -> FeedbackStore:
-        """Make the tables (`create`) or check their schema version; again after a failure, once after a success."""
+        """Make the tables (`create`) or check their schema version: once after a success; after a failure,
+        again once `RETRY_S` have passed (until then the same error at once, not a wait on each request)."""
         with self._lock:
-            if not self._ready:
+            if self._ready:
+                return self
+            failed_at, error = self._failure or (float("-inf"), None)
+            if error is not None and time.monotonic() - failed_at < RETRY_S:
+                raise error
+            try:
                 with self._errors():
                     self._set_up()
-                self._ready = True
+            except DigitrecError as e:
+                self._failure = (time.monotonic(), e)
+                raise
+            self._ready = True
         return self
 
     def _set_up(self) -> None:
@@ -250,30 +242,6 @@ class FeedbackStore:
         self.open()
         with self._errors(), self.engine.connect() as conn:
             yield conn
-
-
-def _engine(url: URL) -> Engine:
-    if url.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_size=CONNECTIONS, max_overflow=0, pool_pre_ping=True,
-                             connect_args={"connect_timeout": 10})
-    engine = sa.create_engine(url, pool_size=CONNECTIONS, max_overflow=0,
-                           connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, record: Any) -> None:
-        # SQLAlchemy emits BEGIN (below), so that a transaction also holds its reads and its DDL
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")  # readers and the writer do not block each other
-        cursor.execute("PRAGMA synchronous = FULL")  # a commit is on disk before the item is acknowledged
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
 
 
 def _stored_version(conn: Connection) -> int | None:

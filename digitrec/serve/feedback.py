@@ -29,7 +29,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from digitrec.errors import DigitrecError
-from digitrec.feedback.store import CONNECTIONS, FeedbackStore, Item
+from digitrec.feedback.database import CONNECTIONS
+from digitrec.feedback.store import FeedbackStore, Item
 from digitrec.inference.images import decode_image
 from digitrec.inference.predictor import DigitPredictor
 
