@@ -235,11 +235,15 @@ def test_cli_stats_export_delete_check(store: FeedbackStore, tmp_path: Path, cap
     assert json.loads(capsys.readouterr().out)["labels"]["0"] == 2
     assert feedback_cli(["export", str(tmp_path / "out"), "--db", url]) == 0
     assert "Exported 6 digits" in capsys.readouterr().out and (tmp_path / "out" / MANIFEST).is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([IMAGES, LABELS, MANIFEST])  # no leftovers
+    assert (tmp_path / "out" / IMAGES).stat().st_mode & 0o777 == (tmp_path / "out" / MANIFEST).stat().st_mode & 0o777
     assert feedback_cli(["delete", "--id", str(ids[0]), str(ids[1]), "999999", "--db", url]) == 0
     assert capsys.readouterr().out == f"Deleted 2 digits (ids {ids[0]}, {ids[1]}).\nNot found: 999999.\n"
     assert feedback_cli(["delete", "--before", "2000-01-01", "--db", url]) == 0
     assert capsys.readouterr().out == "Deleted 0 digits.\n"
-    assert feedback_cli(["check", "--db", url]) == 0 and "ok (4 digits)" in capsys.readouterr().out
+    assert feedback_cli(["delete", "--id", str(ids[2]), "--db", url]) == 0
+    assert capsys.readouterr().out == f"Deleted 1 digit (id {ids[2]}).\n"
+    assert feedback_cli(["check", "--db", url]) == 0 and "ok (3 digits)" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from digitrec.feedback.store import DEFAULT_DB, FeedbackStore
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=argparse.SUPPRESS,
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="URL",
                         help=f"the store: a SQLite file or a database URL (sqlite:///path, "
                              f"postgresql://user@host/db); default {DEFAULT_DB}")
     parser = argparse.ArgumentParser(prog="digitrec-feedback", description=__doc__.split(":", 1)[1].strip(),
@@ -79,8 +79,9 @@ def _export(store: FeedbackStore, args: argparse.Namespace) -> int:
 
 def _delete(store: FeedbackStore, args: argparse.Namespace) -> int:
     deleted = store.delete(ids=args.ids, before=args.before)
-    print(f"Deleted {len(deleted)} digit{'' if len(deleted) == 1 else 's'}"
-          + (f" (ids {', '.join(map(str, deleted))})" if deleted and len(deleted) <= 20 else "") + ".")
+    one = len(deleted) == 1
+    listed = f" ({'id' if one else 'ids'} {', '.join(map(str, deleted))})" if 0 < len(deleted) <= 20 else ""
+    print(f"Deleted {len(deleted)} digit{'' if one else 's'}{listed}.")
     missing = sorted(set(args.ids or ()) - set(deleted))
     if missing:
         print(f"Not found: {', '.join(map(str, missing))}.")

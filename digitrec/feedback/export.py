@@ -64,8 +64,9 @@ def _write_idx(path: Path, shape: tuple[int, ...], data: Any) -> None:
     """An IDX file of unsigned bytes (magic 0x08, then the number of dimensions), gzipped with no
     time stamp so that the same digits give the same checksum; `data` is bytes or a binary file."""
     header = bytes([0, 0, 0x08, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as raw:
-        try:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as raw:
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
                 f.write(header)
                 if isinstance(data, (bytes, bytearray)):
@@ -75,10 +76,9 @@ def _write_idx(path: Path, shape: tuple[int, ...], data: Any) -> None:
                         f.write(chunk)
             raw.flush()
             os.fsync(raw.fileno())
-        except BaseException:
-            os.unlink(raw.name)
-            raise
-    os.replace(raw.name, path)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _replace(path: Path, content: bytes) -> None:
