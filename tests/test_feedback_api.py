@@ -174,14 +174,15 @@ def form(data: bytes, label: int) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(checkpoint: Path, db: Path | str) -> tuple[subprocess.Popen, int]:
-    """`python -m digitrec.serve` storing feedback into `db` (a SQLite file or a URL), on a free port."""
+def start_server(checkpoint: Path, db: Path | str | None, *options: str) -> tuple[subprocess.Popen, int]:
+    """`python -m digitrec.serve` storing feedback into `db` (a SQLite file or a URL; None: off), on a free port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(checkpoint), "--port",
-                             str(port), "--feedback-db", str(db)], env=env, cwd=REPO,
+                             str(port), *(["--feedback-db", str(db)] if db is not None else ["--no-feedback"]),
+                             *options], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
