@@ -176,7 +176,7 @@ def postgres_url() -> Iterator[str]:
             raise RuntimeError(f"{args[0]} failed:\n{proc.stdout}{proc.stderr}{log.read_text() if log.is_file() else ''}")
 
     try:
-        run("initdb", "-D", str(data), "-U", "digitrec", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run("initdb", "-D", str(data), "-U", "digitrec", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
         run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "-o",
             f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} -c fsync=off", "start")
         yield f"postgresql+psycopg://digitrec@127.0.0.1:{port}/postgres"

@@ -63,9 +63,8 @@ class FeedbackStats(BaseModel):
     served_model: ModelStats | None = Field(description="the model answering now, if it answered any item")
 
 
-class Unavailable(BaseModel):
-    error: str = Field(examples=[("Feedback cannot be saved now: the feedback store ... cannot be used: "
-                                  "attempt to write a readonly database")])
+class FeedbackError(BaseModel):
+    error: str = Field(examples=["'label' must be one digit, 0 to 9, got '12'."])
 
 
 def weights_sha256(checkpoints: Sequence[Path]) -> str:
@@ -96,10 +95,11 @@ def feedback_router(predictor: DigitPredictor, store: FeedbackStore) -> APIRoute
         store.close()
 
     router = APIRouter(lifespan=lifespan, tags=["feedback"])
-    responses = {400: {"description": "not a usable image, or a label that is not one digit"},
-                 413: {"description": "body over the limit, or strokes over 64 KB"},
-                 415: {"description": "not multipart/form-data"}, 422: {"description": "no `file` or `label`"},
-                 503: {"model": Unavailable, "description": "the store cannot be written now"}}
+    responses = {code: {"model": FeedbackError, "description": description} for code, description in [
+        (400, "not a usable image, or a label that is not one digit"),
+        (413, "body over the limit, or strokes over 64 KB"), (415, "not multipart/form-data"),
+        (422, "no `file` or `label` field"),
+        (503, "the store cannot be written now (read-only, full, unreachable)")]}
 
     @router.post("/feedback", status_code=201, response_model=Stored, responses=responses)
     async def feedback(request: Request, response: Response,
