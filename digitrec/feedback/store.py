@@ -239,9 +239,10 @@ class FeedbackStore:
 
     @contextmanager
     def _opened(self) -> Iterator[Connection]:
+        """A connection whose statements all see one snapshot (SQLite's transactions always do)."""
         self.open()
         with self._errors(), self.engine.connect() as conn:
-            yield conn
+            yield conn if self.sqlite else conn.execution_options(isolation_level="REPEATABLE READ")
 
 
 def _stored_version(conn: Connection) -> int | None:
