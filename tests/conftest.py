@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -126,3 +126,61 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pa
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     shutil.copytree(source, run_dir)
     return run_dir
+
+
+def _postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (on PATH, or Debian's newest /usr/lib/postgresql/*/bin)."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port, for the session: its URL.
+
+    The server refuses to run as root, so as root it runs as the `postgres` user. Without PostgreSQL
+    (or psycopg) the tests that need it fail under CI and are skipped elsewhere.
+    """
+    import importlib.util
+    import pwd
+    import socket
+    import tempfile
+
+    bin_dir = _postgres_bin()
+    as_root = os.geteuid() == 0
+    missing = ("PostgreSQL's initdb (Debian: apt-get install postgresql)" if bin_dir is None
+               else "the psycopg driver (pip install 'digitrec[serve]')" if importlib.util.find_spec("psycopg") is None
+               else "a 'postgres' user to run the server as (it refuses root)"
+               if as_root and "postgres" not in {u.pw_name for u in pwd.getpwall()} else None)
+    if missing:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"PostgreSQL tests need {missing}.")
+    folder = Path(tempfile.mkdtemp(prefix="digitrec-postgres-"))  # not under pytest's root-only folders
+    user: dict = {}
+    if as_root:
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, timeout=120,
+                              check=False, **user)
+        if proc.returncode != 0:
+            log = folder / "server.log"
+            raise RuntimeError(f"{args[0]} failed:\n{proc.stdout}{proc.stderr}{log.read_text() if log.is_file() else ''}")
+
+    try:
+        run("initdb", "-D", str(data), "-U", "digitrec", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "-o",
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} -c fsync=off", "start")
+        yield f"postgresql+psycopg://digitrec@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").is_file():
+            run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

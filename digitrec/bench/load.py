@@ -47,10 +47,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: Path, threads: int) -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: Path, threads: int, feedback_db: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """`digitrec-serve` on a free port; it stores feedback only into `feedback_db` (none: nothing is written)."""
     port = _free_port()
+    feedback = ["--feedback-db", str(feedback_db)] if feedback_db is not None else ["--no-feedback"]
     proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port), "--threads", str(threads)],
+                             "--port", str(port), "--threads", str(threads), *feedback],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

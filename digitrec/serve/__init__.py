@@ -2,6 +2,7 @@
 
     digitrec-serve --checkpoint outputs/<run>      # then open http://127.0.0.1:8000/
 
-`app.py` holds the app, `__main__.py` its command line, `static/` the page, and `load.py` the
-load benchmark (`python -m digitrec.bench.load`). Nothing here imports Lightning or Hydra.
+`app.py` holds the app, `feedback.py` its feedback endpoints (into `digitrec.feedback.store`),
+`__main__.py` its command line and `static/` the page; the load benchmark is `python -m
+digitrec.bench.load`. Nothing here imports Lightning or Hydra.
 """

@@ -19,7 +19,8 @@ log = logging.getLogger("digitrec.serve")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitrec-serve", description=__doc__.split(":", 1)[1].strip(),
-        epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs.")
+        epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs; "
+               "POST /feedback and GET /feedback/stats unless --no-feedback.")
     add_model_options(parser, required=False, default="the newest *-best.ckpt under outputs/")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -29,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch CPU threads per prediction (default 1: predictions run side by side instead)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
+    feedback = parser.add_mutually_exclusive_group()
+    feedback.add_argument("--feedback-db", default=None, metavar="URL",
+                          help="where POST /feedback stores users' labelled digits: a SQLite file or a database URL "
+                               "(sqlite:///path, postgresql://user@host/db); default outputs/feedback/feedback.db, "
+                               "made on demand")
+    feedback.add_argument("--no-feedback", action="store_true",
+                          help="store nothing: the feedback endpoints answer 404 and the page hides its buttons")
     return parser
 
 
@@ -46,15 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn
 
+        from digitrec.feedback.store import DEFAULT_DB, FeedbackStore
         from digitrec.serve.app import create_app
     except ImportError as e:
         raise ConfigError(f"digitrec-serve needs FastAPI and uvicorn ({e}): pip install 'digitrec[serve]'.") from None
     torch.set_num_threads(args.threads)
+    feedback = None if args.no_feedback else FeedbackStore(args.feedback_db or DEFAULT_DB)
     predictor = load_predictor(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     log.info("Serving %s", predictor)
+    log.info("Feedback: %s", "off" if feedback is None else f"stored in {feedback.name}")
     log.info("Open http://%s:%d/ to draw a digit (API docs: /docs)", args.host, args.port)
-    uvicorn.run(create_app(predictor, workers=args.workers), host=args.host, port=args.port, log_level="warning")
+    app = create_app(predictor, workers=args.workers, feedback=feedback)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The HTTP app: `GET /` (the page), `POST /predict`, `POST /predict/batch`, `GET /health`.
+"""The HTTP app: `GET /` (the page), `POST /predict`, `POST /predict/batch`, `GET /health`, and
+`POST /feedback` with `GET /feedback/stats` when it has a feedback store (`feedback.py`).
 
 Every error is JSON `{"error": "..."}` with a 4xx status: 400 for an unusable image, 413 for a
 body over the limit (refused from its Content-Length, or as soon as more than the limit has
@@ -28,9 +29,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digitrec.errors import DigitrecError
+from digitrec.feedback.store import FeedbackStore
 from digitrec.inference.images import decode_image
 from digitrec.inference.predictor import DigitPredictor, failure
 from digitrec.models import count_parameters
+from digitrec.serve.feedback import feedback_off_router, feedback_router
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH_FILES = 64
@@ -61,6 +64,7 @@ class Health(BaseModel):
     tta: bool = Field(description="test-time augmentation: probabilities averaged over shifts and rotations")
     temperature: float = Field(description="softmax temperature from evaluate.py's calibration (1.0: none)")
     temperature_source: str
+    feedback: bool = Field(description="POST /feedback stores users' labelled digits (false: it answers 404)")
 
 
 class ErrorMessage(BaseModel):
@@ -73,11 +77,13 @@ _ERRORS = {400: {"model": ErrorMessage, "description": "not a usable image"},
            422: {"model": ErrorMessage, "description": "no `file` field"}}
 
 
-def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, workers: int | None = None) -> FastAPI:
+def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, workers: int | None = None,
+               feedback: FeedbackStore | None = None) -> FastAPI:
     """The app serving one loaded predictor (shared by all requests; it only reads its network).
 
     Predictions run in at most `workers` threads at once (default: one per CPU core); more requests
-    wait their turn. On a CPU more threads only contend for the cores and grow the memory.
+    wait their turn. On a CPU more threads only contend for the cores and grow the memory. Users'
+    labelled digits go to `feedback`; without one, the feedback endpoints answer 404.
     """
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +100,7 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DigitrecError, _unusable_input)
+    app.include_router(feedback_router(predictor, feedback) if feedback is not None else feedback_off_router())
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -118,7 +125,7 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
         return {"status": "ok", "model": predictor.model_name, "parameters": count_parameters(predictor.net),
                 "checkpoint": str(predictor.checkpoint), "checkpoints": [str(c) for c in predictor.checkpoints],
                 "tta": predictor.tta, "temperature": predictor.temperature,
-                "temperature_source": predictor.temperature_source}
+                "temperature_source": predictor.temperature_source, "feedback": feedback is not None}
 
     return app
 

@@ -1,9 +1,12 @@
 "use strict";
 // Draw a digit; ~150 ms after the ink stops, the canvas goes to POST /predict as a PNG, and the
 // newest answer is shown: the digit, its confidence, the ten probabilities and what the network saw.
+// When the server stores feedback (GET /health says so), "Right" or "Wrong, it is: d" sends the
+// same image with its right digit to POST /feedback.
 
 const STROKE_WIDTH = 280 / 12;
 const DEBOUNCE_MS = 150;
+const MAX_STROKES_CHARS = 64 * 1024;  // the server's limit for the strokes sent with feedback
 const INK = "#111";
 
 const canvas = document.getElementById("canvas");
@@ -16,6 +19,10 @@ const bars = document.getElementById("probabilities");
 const preview = document.getElementById("preview");
 const errorBox = document.getElementById("error");
 const upload = document.getElementById("upload");
+const feedbackBox = document.getElementById("feedback");
+const confirmButton = document.getElementById("confirm");
+const correctDigits = document.getElementById("correct");
+const feedbackStatus = document.getElementById("feedback-status");
 
 let strokes = [];        // each stroke is a list of [x, y] points in canvas pixels
 let current = null;      // the stroke under the pointer
@@ -23,6 +30,8 @@ let background = null;   // an uploaded image, drawn under the strokes
 let timer = 0;
 let latest = 0;          // number of the newest request: older answers are dropped
 let inflight = null;     // AbortController of the request under way
+let feedbackOn = false;  // the server stores feedback
+let asked = null;        // the image the shown answer is about: { blob, name, strokes, digit, isDigit }
 
 // --- drawing -------------------------------------------------------------------------------
 
@@ -143,10 +152,13 @@ function schedulePrediction() {
     showNothing();
     return;
   }
-  timer = setTimeout(() => canvas.toBlob((blob) => send(blob, "drawing.png"), "image/png"), DEBOUNCE_MS);
+  timer = setTimeout(() => {
+    const drawn = JSON.stringify(strokes.map((stroke) => stroke.map(([x, y]) => [Math.round(x), Math.round(y)])));
+    canvas.toBlob((blob) => send(blob, "drawing.png", drawn), "image/png");
+  }, DEBOUNCE_MS);
 }
 
-async function send(blob, name) {
+async function send(blob, name, drawn = null) {
   const id = ++latest;
   if (inflight) inflight.abort();
   inflight = new AbortController();
@@ -158,8 +170,12 @@ async function send(blob, name) {
     const response = await fetch("/predict", { method: "POST", body: form, signal: inflight.signal });
     const body = await response.json().catch(() => ({}));
     if (id !== latest) return;
-    if (response.ok) showAnswer(body);
-    else showError(body.error || `The server answered ${response.status} ${response.statusText}.`);
+    if (response.ok) {
+      showAnswer(body);
+      askFeedback({ blob, name, strokes: drawn, digit: body.digit, isDigit: body.is_digit });
+    } else {
+      showError(body.error || `The server answered ${response.status} ${response.statusText}.`);
+    }
   } catch (error) {
     if (error.name !== "AbortError" && id === latest) showError(`Cannot reach the server (${error.message}).`);
   } finally {
@@ -209,6 +225,7 @@ function showAnswer(answer) {
 }
 
 function showNothing() {
+  askFeedback(null);
   errorBox.hidden = true;
   result.classList.remove("not-digit", "loading");
   prediction.textContent = "?";
@@ -218,6 +235,7 @@ function showNothing() {
 }
 
 function showError(message) {
+  askFeedback(null);
   prediction.textContent = "?";
   confidence.textContent = "";
   showBars(null, null);
@@ -226,5 +244,68 @@ function showError(message) {
   errorBox.hidden = false;
 }
 
+// --- feedback: the right digit for the answer shown -------------------------------------------
+
+function buildFeedback() {
+  for (let digit = 0; digit < 10; digit++) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.digit = String(digit);
+    button.textContent = String(digit);
+    button.setAttribute("aria-label", `Wrong, it is ${digit}`);
+    button.addEventListener("click", () => giveFeedback(digit, button));
+    correctDigits.append(button);
+  }
+  confirmButton.addEventListener("click", () => giveFeedback(asked.digit, confirmButton));
+  fetch("/health")
+    .then((response) => response.json())
+    .then((health) => { feedbackOn = health.feedback === true; askFeedback(asked); })
+    .catch(() => {});  // no buttons: predictions work without them
+}
+
+function askFeedback(about) {
+  // A new answer (or none): fresh buttons. There is nothing to learn from a blank image.
+  asked = about;
+  feedbackBox.hidden = !(feedbackOn && about && about.digit !== null);
+  if (!about) return;
+  confirmButton.hidden = !about.isDigit;
+  for (const button of [confirmButton, ...correctDigits.children]) {
+    button.disabled = about.isDigit && button.dataset.digit === String(about.digit);  // "wrong, it is" what it said
+    button.classList.remove("chosen");
+  }
+  showFeedbackStatus("", false);
+}
+
+async function giveFeedback(label, button) {
+  const about = asked;
+  if (!about) return;
+  const form = new FormData();
+  form.append("file", about.blob, about.name);
+  form.append("label", String(label));
+  if (about.isDigit) form.append("predicted", String(about.digit));
+  if (about.strokes && about.strokes.length <= MAX_STROKES_CHARS) form.append("strokes", about.strokes);
+  showFeedbackStatus("Saving…", false);
+  try {
+    const response = await fetch("/feedback", { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (about !== asked) return;  // a newer answer has its own buttons
+    if (!response.ok) {
+      showFeedbackStatus(body.error || `Not saved: the server answered ${response.status}.`, true);
+      return;
+    }
+    for (const other of [confirmButton, ...correctDigits.children]) other.disabled = true;
+    button.classList.add("chosen");
+    showFeedbackStatus(body.duplicate ? "Saved before: thank you." : `Saved as ${label}: thank you.`, false);
+  } catch (error) {
+    if (about === asked) showFeedbackStatus(`Not saved: cannot reach the server (${error.message}).`, true);
+  }
+}
+
+function showFeedbackStatus(message, isError) {
+  feedbackStatus.textContent = message;
+  feedbackStatus.classList.toggle("error", isError);
+}
+
 buildBars();
+buildFeedback();
 redraw();

@@ -1,0 +1,1 @@
+"""Learning from users: their labelled digits in a database (`store`), as MNIST files (`export`), the CLI."""
