@@ -11,8 +11,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from digitrec.errors import exit_on_user_error, keep_sweep_going
+from digitrec.errors import exit_on_user_error
 from digitrec.training.config import check_command_line, check_config
+from digitrec.training.multirun import keep_sweep_going
 
 log = logging.getLogger("train")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -55,7 +54,7 @@ def exit_on_user_error(func: Callable[P, R]) -> Callable[P, R]:
             if user_error is None:
                 raise
             if logging.getLogger().hasHandlers():  # under Hydra: console and the run's log file
-                logging.getLogger(_logger_name(func)).error("%s", user_error)
+                logging.getLogger(logger_name(func)).error("%s", user_error)
             else:
                 print(f"error: {user_error}", file=sys.stderr)
             raise SystemExit(1) from None
@@ -63,29 +62,7 @@ def exit_on_user_error(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def keep_sweep_going(func: Callable[P, float]) -> Callable[P, float]:
-    """Decorate a Hydra task: in a multirun, a failed job records its error in `summary.json` and the sweep goes on."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> float:
-        from hydra.core.hydra_config import HydraConfig  # here: the inference paths import this module, not Hydra
-        from hydra.types import RunMode
-
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            return func(*args, **kwargs)
-        try:
-            return func(*args, **kwargs)
-        except Exception as e:
-            logging.getLogger(_logger_name(func)).exception("This job failed; the sweep goes on.")
-            error = find_user_error(e) or e
-            out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
-            out.write_text(json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}, indent=2) + "\n")
-            return float("nan")
-
-    return wrapper
-
-
-def _logger_name(func: Callable) -> str:
+def logger_name(func: Callable) -> str:
     """The entry point's own logger: `train` for train.py (as its other lines say), not `__main__`."""
     if func.__module__ != "__main__":
         return func.__module__

@@ -1,4 +1,4 @@
-"""Load on `digitrec-serve`: `python -m digitrec.bench.load [--checkpoint CKPT] [--requests 2000]`.
+"""Load on `digitrec-serve`: `python -m digitrec.bench.load [--checkpoint CKPT] [--requests 2000] [--startup RUNS]`.
 
 Starts the server as users run it (its own process, on a free port of 127.0.0.1), then sends
 `POST /predict` with one 300×300 PNG of a handwritten-style digit from 1, 4 and 16 concurrent
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from digitrec.bench.machine import cpu_model
 from digitrec.bench.measure import median_time
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.inference.predictor import DigitPredictor
+from digitrec.validation import check_range
 
 LEVELS = (1, 4, 16)
 
@@ -47,13 +49,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: Path, threads: int, feedback_db: Path | None = None) -> tuple[subprocess.Popen, int]:
-    """`digitrec-serve` on a free port; it stores feedback only into `feedback_db` (none: nothing is written)."""
+def start_server(checkpoint: Path | None, threads: int, feedback_db: Path | None = None,
+                 cwd: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """`digitrec-serve` on a free port, answering once it accepts connections; it stores feedback only into
+    `feedback_db` (none: nothing is written). No checkpoint: what the server chooses from `cwd`."""
     port = _free_port()
     feedback = ["--feedback-db", str(feedback_db)] if feedback_db is not None else ["--no-feedback"]
-    proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port), "--threads", str(threads), *feedback],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    model = ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", *model, "--port", str(port),
+                             "--threads", str(threads), *feedback],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -119,13 +124,47 @@ def in_process_p50_ms(checkpoint: Path, data: bytes, threads: int, repeats: int 
     return 1000 * median_time(lambda: predictor.predict(data), warmup=20, repeats=repeats)
 
 
+def first_answer_seconds(data: bytes, cwd: Path) -> float:
+    """Wall time from starting the server as `make serve` does (no checkpoint: the bundled model, from a
+    folder without outputs/) to its first answered digit."""
+    body, content_type = multipart(data)
+    start = time.perf_counter()
+    proc, port = start_server(None, threads=1, cwd=cwd)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise ConfigError(f"the server answered {response.status} to its first digit.")
+        return time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _print_startup(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = user_like_digit(Path(tmp) / "digit.png").read_bytes()
+        seconds = [first_answer_seconds(data, Path(tmp)) for _ in range(runs)]
+    print(f"CPU: {cpu_model()}, torch {torch.__version__}; the bundled model; {runs} starts\n")
+    print("| from | to | median (s) | range (s) |\n|---|---|---:|---:|")
+    print(f"| `python -m digitrec.serve` started | first digit answered | {statistics.median(seconds):.2f} | "
+          f"{min(seconds):.2f}–{max(seconds):.2f} |")
+
+
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: an untrained cnn (same speed)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level (default 2000)")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (default 1, as served)")
+    parser.add_argument("--startup", type=int, metavar="RUNS", default=None,
+                        help="time RUNS starts of the server (bundled model) to its first answer instead")
     args = parser.parse_args(argv)
+    if args.startup is not None:
+        _print_startup(check_range("--startup", args.startup, 1, integer=True))
+        return 0
     if args.requests < 100 or args.threads < 1:
         raise ConfigError("--requests must be at least 100 and --threads positive.")
     with tempfile.TemporaryDirectory() as tmp:

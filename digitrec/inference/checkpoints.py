@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,21 +23,17 @@ from digitrec.validation import in_range
 log = logging.getLogger(__name__)
 
 _TRAINING_KEYS = ("hyper_parameters", "state_dict")
+WEIGHTS_FORMAT = "digitrec-weights-1"  # a network's registry config and state dict, nothing else
 
 
-def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The contents of a checkpoint written by `train.py`, unpickled with `weights_only=True`.
-
-    A file that would need anything but tensors and plain data to unpickle (i.e. could run code)
-    is refused with a `CheckpointError`, as is anything that is not a digitrec training checkpoint.
-    """
-    path = Path(checkpoint)
+def _load(path: Path, map_location: str | torch.device) -> Any:
+    """`torch.load(weights_only=True)`, each way it can fail as one `CheckpointError`."""
     if not path.is_file():
         what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
         raise CheckpointError(f"{path}: {what}; give a .ckpt written by train.py "
                               "(outputs/<run>/checkpoints/<model>-best.ckpt).")
     try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if refused:
@@ -48,6 +45,20 @@ def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.dev
     except Exception as e:  # random or truncated bytes fail in many ways (zip, struct, unpickling, I/O)
         raise CheckpointError(f"{path}: not a PyTorch checkpoint, or truncated or corrupt; cannot read it "
                               f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
+
+
+def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The contents of a checkpoint written by `train.py`, unpickled with `weights_only=True`.
+
+    A file that would need anything but tensors and plain data to unpickle (i.e. could run code)
+    is refused with a `CheckpointError`, as is anything that is not a digitrec training checkpoint.
+    """
+    path = Path(checkpoint)
+    content = _load(path, map_location)
+    return _training_checkpoint(path, content)
+
+
+def _training_checkpoint(path: Path, content: Any) -> dict[str, Any]:
     missing = [key for key in _TRAINING_KEYS if not isinstance(content, dict) or not isinstance(content.get(key), dict)]
     if not missing and not isinstance(content["hyper_parameters"].get("net"), (dict, str)):
         missing = ["hyper_parameters.net"]
@@ -55,6 +66,17 @@ def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.dev
         raise CheckpointError(f"{path}: not a digitrec training checkpoint: it has no {', '.join(missing)} "
                               "(not a Lightning checkpoint written by train.py).")
     return content
+
+
+def save_weights(path: Path, net: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
+                 dtype: torch.dtype = torch.float16) -> None:
+    """A network as a compact weights file (`WEIGHTS_FORMAT`): its registry config and its state dict,
+    floating-point tensors in `dtype`; written atomically."""
+    content = {"format": WEIGHTS_FORMAT, "net": dict(net),
+               "state_dict": {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(content, tmp)
+    os.replace(tmp, path)
 
 
 def find_newest_checkpoint(search_dir: Path, option: str = "ckpt_path=") -> Path:
@@ -94,24 +116,35 @@ class TrainedNetwork:
 
 
 def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedNetwork:
-    """The network stored in a digitrec training checkpoint, rebuilt through the model registry only."""
+    """The network in a digitrec training checkpoint or weights file (`save_weights`), rebuilt through
+    the model registry only, in float32."""
     path = Path(checkpoint)
-    content = read_checkpoint(path, map_location)
-    hparams = content["hyper_parameters"]
+    content = _load(path, map_location)
+    if isinstance(content, dict) and content.get("format") == WEIGHTS_FORMAT:
+        hparams, state, data_hparams = {"net": content["net"]}, content["state_dict"], {}
+    else:
+        content = _training_checkpoint(path, content)
+        hparams, data_hparams = dict(content["hyper_parameters"]), dict(content.get("datamodule_hyper_parameters") or {})
+        state = {k.removeprefix("net."): v for k, v in content["state_dict"].items() if k.startswith("net.")}
     net_cfg = {"name": hparams["net"]} if isinstance(hparams["net"], str) else hparams["net"]
     try:
         name, net = model_name(net_cfg), build_model(net_cfg)
-        net.load_state_dict({k.removeprefix("net."): v for k, v in content["state_dict"].items() if k.startswith("net.")})
-    except (ConfigError, RuntimeError) as e:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (ConfigError, RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild its network: {e}") from None
-    data_hparams = dict(content.get("datamodule_hyper_parameters") or {})
-    return TrainedNetwork(net.to(map_location).eval(), name, dict(hparams), data_hparams)
+    return TrainedNetwork(net.to(map_location).eval(), name, hparams, data_hparams)
 
 
 def calibration_file(checkpoint: str | os.PathLike) -> Path:
     """Where the temperature fitted for a checkpoint is kept: beside it, whatever folder its reports went to."""
     path = Path(checkpoint)
     return path.with_name(f"{path.stem}.calibration.json")
+
+
+def card_file(weights: str | os.PathLike) -> Path:
+    """The model card beside a weights file: its provenance, measured accuracy and calibrated temperature."""
+    path = Path(weights)
+    return path.with_name(f"{path.stem}.card.json")
 
 
 def save_temperature(checkpoint: str | os.PathLike, temperature: float, report: Path) -> None:
@@ -135,7 +168,7 @@ def run_dir_of(ckpt: str | os.PathLike) -> Path:
 def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
     """The softmax temperature calibrated for this checkpoint by `evaluate.py`, and where it came from.
 
-    Read from `calibration_file` beside the checkpoint, else from the reports in
+    Read from `calibration_file` beside the checkpoint, or a weights file's `card_file`, else from the reports in
     `<run>/eval-<checkpoint stem>/metrics.json` or `<run>/eval/metrics.json` (key `temperature`),
     `<run>` being the parent of the checkpoint's `checkpoints/` folder; a file that names another
     checkpoint is not used. Without one the temperature is 1.0 (uncalibrated).
@@ -143,7 +176,9 @@ def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
     path = Path(checkpoint).resolve()
     run = run_dir_of(path)
     notes = []
-    for source in (calibration_file(path), run / f"eval-{path.stem}" / "metrics.json", run / "eval" / "metrics.json"):
+    sources = (calibration_file(path), card_file(path), run / f"eval-{path.stem}" / "metrics.json",
+               run / "eval" / "metrics.json")
+    for source in sources:
         if not source.is_file():
             continue
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from digitrec.errors import exit_on_user_error
 from digitrec.inference.images import ImageWarning
-from digitrec.inference.options import add_model_options
+from digitrec.inference.options import add_model_options, choose_model
 from digitrec.inference.predictor import DEFAULT_THRESHOLD, DigitPredictor, Result
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 if every image was answered (digit or not), 1 if any could not be read.",
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
-    add_model_options(parser, required=True)
+    add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
     parser.add_argument("--visualise", type=Path, metavar="OUT.png",
                         help="also write a picture per image, in the format its extension names (.png, .jpg, "
@@ -75,7 +75,9 @@ def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    predictor = DigitPredictor(args.checkpoint, device=args.device, model_name=args.model,
+    checkpoints, which = choose_model(args.checkpoint)
+    print(which, file=sys.stderr)
+    predictor = DigitPredictor(checkpoints, device=args.device, model_name=args.model,
                                threshold=args.threshold, preprocess=not args.no_preprocess, tta=args.tta)
     paths, notes, folder_errors = expand_folders(args.images)
     for note in notes:

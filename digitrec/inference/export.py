@@ -28,9 +28,9 @@ from torch import nn
 
 from digitrec.data.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError, exit_on_user_error
-from digitrec.inference.checkpoints import load_temperature, resolve_checkpoint, run_dir_of
+from digitrec.inference.checkpoints import load_temperature, run_dir_of
 from digitrec.inference.ensemble import load_scorer, members_key, scorer_name
-from digitrec.inference.options import add_model_options
+from digitrec.inference.options import add_model_options, choose_model
 
 FORMATS = ("torchscript", "onnx")
 PARITY_TOLERANCE = 1e-4  # largest difference in probability allowed between an export and the checkpoint
@@ -151,12 +151,13 @@ def check_parity(checkpoint: Path | Sequence[Path], files: dict[str, Path], pixe
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digitrec-export", description=__doc__.split("\n\n")[0])
-    add_model_options(parser, required=True)
+    add_model_options(parser)
     parser.add_argument("--output-dir", type=Path, default=None, help="default: <run>/export")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats",
                         help="one or both of: torchscript, onnx (default: both)")
     args = parser.parse_args(argv)
-    checkpoints = [resolve_checkpoint(c) for c in args.checkpoint]
+    checkpoints, which = choose_model(args.checkpoint)
+    print(which, file=sys.stderr)
     for checkpoint in checkpoints:
         if load_temperature(checkpoint)[1].startswith("uncalibrated"):
             print(f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "

@@ -1,7 +1,7 @@
-"""`DigitPredictor`: a trained checkpoint answering for users' images; and the `digitrec-predict` command.
+"""`DigitPredictor`: a trained network answering for users' images (the command line is in `cli.py`).
 
     from digitrec import DigitPredictor
-    predictor = DigitPredictor("outputs/<run>/checkpoints/cnn-best.ckpt")
+    predictor = DigitPredictor()  # the bundled model; or DigitPredictor("outputs/<run>/checkpoints/cnn-best.ckpt")
     predictor.predict("my_digit.png")
     # {"digit": 7, "confidence": 0.998, "probabilities": [...10 floats...], "is_digit": True,
     #  "reason": None, "error": None}
@@ -28,6 +28,7 @@ from digitrec.inference.checkpoints import resolve_checkpoint, resolve_device
 from digitrec.inference.ensemble import load_scorer, scorer_name
 from digitrec.inference.images import ImageInput, describe, read_image
 from digitrec.inference.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
+from digitrec.inference.pretrained import bundled_weights
 from digitrec.models import model_name as registry_name
 from digitrec.validation import check_range, positive_int
 
@@ -50,9 +51,12 @@ class DigitPredictor:
     probabilities; `tta` also averages over 1-px shifts and ±8° rotations of each image.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device = "auto",
+    def __init__(self, checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                 device: str | torch.device = "auto",
                  model_name: str | None = None, threshold: float = DEFAULT_THRESHOLD,
                  preprocess: bool = True, batch_size: int = 256, tta: bool = False) -> None:
+        if checkpoint is None:
+            checkpoint = bundled_weights()
         given = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
         if not given:
             raise ConfigError("no checkpoint given; give one checkpoint, or a list of them for an ensemble.")

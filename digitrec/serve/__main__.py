@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from digitrec.errors import ConfigError, exit_on_user_error
-from digitrec.inference.checkpoints import resolve_checkpoint
-from digitrec.inference.options import add_model_options
+from digitrec.inference.options import add_model_options, choose_model
 from digitrec.inference.predictor import DEFAULT_THRESHOLD, DigitPredictor
 
 log = logging.getLogger("digitrec.serve")
@@ -21,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="digitrec-serve", description=__doc__.split(":", 1)[1].strip(),
         epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs; "
                "POST /feedback and GET /feedback/stats unless --no-feedback.")
-    add_model_options(parser, required=False, default="the newest *-best.ckpt under outputs/")
+    add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=None,
@@ -42,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_predictor(args: argparse.Namespace) -> DigitPredictor:
     """The checkpoints the command line names (several: an ensemble), on the CPU."""
-    checkpoints = args.checkpoint or [resolve_checkpoint(None)]
+    checkpoints, which = choose_model(args.checkpoint)
+    log.info(which)
     return DigitPredictor(checkpoints, device="cpu", threshold=args.threshold, tta=args.tta)
 
 
@@ -60,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"digitrec-serve needs FastAPI and uvicorn ({e}): pip install 'digitrec[serve]'.") from None
     torch.set_num_threads(args.threads)
     feedback = None if args.no_feedback else FeedbackStore(args.feedback_db or DEFAULT_DB)
-    predictor = load_predictor(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    predictor = load_predictor(args)
     log.info("Serving %s", predictor)
     log.info("Feedback: %s", "off" if feedback is None else f"stored in {feedback.name}")
     log.info("Open http://%s:%d/ to draw a digit (API docs: /docs)", args.host, args.port)

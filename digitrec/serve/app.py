@@ -32,6 +32,7 @@ from digitrec.errors import DigitrecError
 from digitrec.feedback.store import FeedbackStore
 from digitrec.inference.images import decode_image
 from digitrec.inference.predictor import DigitPredictor, failure
+from digitrec.inference.pretrained import describe_bundled, is_bundled
 from digitrec.models import count_parameters
 from digitrec.serve.feedback import feedback_off_router, feedback_router
 
@@ -65,6 +66,7 @@ class Health(BaseModel):
     temperature: float = Field(description="softmax temperature from evaluate.py's calibration (1.0: none)")
     temperature_source: str
     feedback: bool = Field(description="POST /feedback stores users' labelled digits (false: it answers 404)")
+    bundled: str | None = Field(None, description="the bundled model and its card, when it is the one answering")
 
 
 class ErrorMessage(BaseModel):
@@ -125,7 +127,8 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
         return {"status": "ok", "model": predictor.model_name, "parameters": count_parameters(predictor.net),
                 "checkpoint": str(predictor.checkpoint), "checkpoints": [str(c) for c in predictor.checkpoints],
                 "tta": predictor.tta, "temperature": predictor.temperature,
-                "temperature_source": predictor.temperature_source, "feedback": feedback is not None}
+                "temperature_source": predictor.temperature_source, "feedback": feedback is not None,
+                "bundled": describe_bundled(predictor.checkpoint) if is_bundled(predictor.checkpoint) else None}
 
     return app
 

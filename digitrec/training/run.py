@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from digitrec.data.mnist import REPO_ROOT
 from digitrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
         "seconds_per_epoch": round(fit_seconds / epochs, 2),
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else "",
         "precision": str(trainer.precision),
+        "commit": source_commit(),
     }
     if trainer.is_global_zero:
         run_dir = Path(trainer.default_root_dir)
@@ -71,6 +74,15 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
             summary["best_checkpoint"] or ("none (fast_dev_run saves none)" if trainer.fast_dev_run else "none"),
         )
     return summary
+
+
+def source_commit() -> str | None:
+    """The git commit of the code that runs (None outside a git checkout): a run records what made it."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return result.stdout.strip() or None
 
 
 def _number(value: Any) -> float | None:
