@@ -5,15 +5,17 @@
    ink, resized to make the line `LINE` pixels high. A mask keeps the ink above the noise and
    `MASK_FRACTION` of the peak; it is taken apart into 8-connected components (`components.label`).
 2. Units: the line height is the area-weighted median height of the components. Specks (smaller than
-   `SPECK` line heights both ways) are dropped; fragments (lower than `FRAGMENT`: the bar of a 5, the cross
-   of a 7, a piece of a broken stroke) join the nearest component within `ATTACH`, and what is left of only
-   fragments is a stray mark, dropped too. Components overlapping over `OVERLAP` of the narrower one's
-   width (the two strokes of a 4) are one unit. Units are read left to right.
+   `SPECK` line heights, or than `MIN_SIDE` pixels of the given image, both ways) are dropped; fragments
+   (lower than `FRAGMENT`: the bar of a 5, the cross of a 7, a piece of a broken stroke) join the nearest
+   component within `ATTACH`, and what is left of only fragments is a stray mark, dropped too. Components
+   overlapping over `OVERLAP` of the narrower one's width (the two strokes of a 4) are one unit. Units are
+   read left to right.
 3. Pieces: a unit wider than `SPLIT` of its height may be touching digits: it is cut along the cheapest
    paths through its ink (top to bottom, leaning where the digits do), one per `CUT_SPACING` of width.
 4. Candidates: every whole unit, every run of neighbouring pieces of a cut unit tall and narrow enough
-   for a digit, and two neighbouring units nearly touching (`JOIN`), one much lower (`JOIN_HEIGHT`), is cropped to its own ink, preprocessed as `predict` does (`mnist_style`), and scored with
-   all the others of the image in one batch.
+   for a digit, and two neighbouring units nearly touching (`JOIN`) when one is much lower (`JOIN_HEIGHT`:
+   a 4 whose bar stops short of its stem). Each is cropped to its own ink, preprocessed as `predict` does
+   (`mnist_style`), and scored with all the others of the image in one batch.
 5. The reading is the partition of the pieces into candidates with the highest joint probability times
    the candidates' shape priors (dynamic programming): a half digit, or two digits in one crop, gets
    little of the calibrated probability or is unusually wide or low, so cuts that leave whole digits win.
@@ -32,6 +34,7 @@ from PIL import Image
 
 from digitrec.data.mnist import NUM_CLASSES
 from digitrec.inference.components import Components, label
+from digitrec.inference.images import MIN_SIDE
 from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, ink_contrast, mnist_style
 
 COARSE_PIXELS = 1 << 17  # the image is first reduced to about this many pixels to find the line height ...
@@ -163,7 +166,7 @@ def _ink(gray: np.ndarray, scale: float) -> Ink | str:
     clean = np.where(ink > floor, np.clip(ink, 0, 1), 0).astype(np.float32)
     mask = clean > max(floor, MASK_FRACTION * peak)
     comps = label(mask)
-    units, line = _units(comps)
+    units, line = _units(comps, MIN_SIDE * scale)
     if units.max(initial=-1) < 0:
         return "no digit: only specks and stray marks"
     return Ink(clean, mask, comps, units, line)
@@ -177,16 +180,18 @@ def _peak(ink: np.ndarray) -> float:
     return float((rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]).max()) / 9
 
 
-def _units(comps: Components) -> tuple[np.ndarray, float]:
-    """Each component's unit (-1: dropped) and the line height."""
-    if comps.count == 0:
-        return np.zeros(0, np.int64), 0.0
+def _units(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
+    """Each component's unit (-1: dropped) and the line height; components smaller than `tiny` pixels
+    both ways are specks, whatever the line."""
     x0, y0, x1, y1 = comps.boxes.T
-    heights = y1 - y0
-    order = np.argsort(heights)
+    heights, sides = y1 - y0, np.maximum(y1 - y0, x1 - x0)
+    candidates = np.flatnonzero(sides >= tiny)
+    if candidates.size == 0:
+        return np.full(comps.count, -1), 0.0
+    order = candidates[np.argsort(heights[candidates])]
     weights = np.cumsum(comps.areas[order])
     line = float(heights[order][np.searchsorted(weights, weights[-1] / 2)])
-    kept = np.flatnonzero(np.maximum(heights, x1 - x0) >= SPECK * line)
+    kept = np.flatnonzero(sides >= max(SPECK * line, tiny))
     parent = {int(i): int(i) for i in kept}
 
     def root(i: int) -> int:

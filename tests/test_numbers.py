@@ -1,0 +1,358 @@
+"""Reading whole numbers (`digitrec.inference.numbers`, `DigitPredictor.read`) on constructed images.
+
+The digits are drawn from strokes; a stub scorer reads a crop by how closely it matches each digit drawn
+alone (through the same preprocessing), so these tests check the segmentation, not a network. The
+predictor, command line and HTTP tests put the same matching inside an untrained checkpoint's predictor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+
+from digitrec.data.mnist import MNIST_MEAN, MNIST_STD
+from digitrec.inference.components import label
+from digitrec.inference.numbers import read_numbers
+from digitrec.inference.preprocess import Preprocessed, mnist_style
+
+Stroke = list[tuple[float, float]]
+_OVAL = [(0.5 + 0.42 * math.sin(t), 0.5 - 0.48 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)]
+# Digits as strokes in a unit box (x right, y down). The 4's bar stops short of its stem, the 5's bar is
+# apart from its body and the 7's cross is two dashes either side of its stem: none is one component.
+GLYPHS: dict[int, list[Stroke]] = {
+    0: [_OVAL],
+    1: [[(0.35, 0.15), (0.55, 0.0), (0.55, 1.0)]],
+    2: [[(0.08, 0.25), (0.3, 0.02), (0.7, 0.02), (0.88, 0.25), (0.1, 0.98), (0.92, 0.98)]],
+    3: [[(0.1, 0.05), (0.85, 0.05), (0.45, 0.45), (0.85, 0.65), (0.7, 0.95), (0.1, 0.92)]],
+    4: [[(0.5, 0.05), (0.05, 0.6), (0.52, 0.6)], [(0.75, 0.0), (0.75, 1.0)]],
+    5: [[(0.3, 0.02), (0.92, 0.02)], [(0.22, 0.2), (0.15, 0.48), (0.65, 0.45), (0.9, 0.7), (0.65, 0.98),
+                                        (0.08, 0.92)]],
+    6: [[(0.75, 0.0), (0.2, 0.55), (0.25, 0.95), (0.75, 0.95), (0.8, 0.6), (0.25, 0.6)]],
+    7: [[(0.05, 0.02), (0.95, 0.02), (0.4, 1.0)], [(0.2, 0.5), (0.42, 0.5)], [(0.92, 0.5), (1.12, 0.5)]],
+    8: [[(0.5, 0.5), (0.15, 0.25), (0.5, 0.0), (0.85, 0.25), (0.5, 0.5), (0.1, 0.75), (0.5, 1.0), (0.9, 0.75),
+         (0.5, 0.5)]],
+    9: [[(0.8, 0.45), (0.2, 0.45), (0.2, 0.05), (0.8, 0.05), (0.8, 1.0)]],
+}
+WIDTHS = {0: 0.75, 1: 0.35, 2: 0.7, 3: 0.65, 4: 0.75, 5: 0.65, 6: 0.65, 7: 0.65, 8: 0.6, 9: 0.6}
+SUPERSAMPLE = 4
+
+
+def draw(placements: list[tuple[int, float, float, float]], size: tuple[int, int], light_ink: bool = False,
+         strokes: dict[int, list[Stroke]] | None = None) -> np.ndarray:
+    """A uint8 image (H×W) of digits drawn with a pen 12 % of their height wide; each placement is
+    (digit, left, top, height) in pixels. Dark on white unless `light_ink`."""
+    width, height = size
+    canvas = Image.new("L", (width * SUPERSAMPLE, height * SUPERSAMPLE), 0)
+    pen = ImageDraw.Draw(canvas)
+    for digit, left, top, tall in placements:
+        scale = tall * SUPERSAMPLE
+        radius = 0.06 * scale
+        for stroke in (strokes or GLYPHS)[digit]:
+            points = [((left * SUPERSAMPLE + x * WIDTHS[digit] * scale), top * SUPERSAMPLE + y * scale)
+                      for x, y in stroke]
+            pen.line(points, fill=255, width=round(2 * radius), joint="curve")
+            for x, y in (points[0], points[-1]):
+                pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    ink = np.asarray(canvas.resize(size, Image.Resampling.BOX))
+    return ink if light_ink else 255 - ink
+
+
+def row(digits: list[int], height: float = 60, gap: float = 15, size: tuple[int, int] | None = None,
+        tops: list[float] | None = None, heights: list[float] | None = None) -> list[tuple[int, float, float, float]]:
+    """Placements of digits left to right, `gap` pixels apart (negative: overlapping)."""
+    placements, x = [], 20.0
+    for k, digit in enumerate(digits):
+        tall = heights[k] if heights else height
+        placements.append((digit, x, tops[k] if tops else 20.0, tall))
+        x += WIDTHS[digit] * tall + 0.12 * tall + gap
+    return placements
+
+
+def _templates() -> np.ndarray:
+    """Each digit drawn alone and preprocessed, shifted by up to a pixel each way: (10, 9, 784) unit vectors."""
+    pixels = [mnist_style(draw([(d, 20, 20, 80)], (140, 120)).astype(np.float32) / 255).pixels for d in range(10)]
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    return np.stack([[_unit(np.roll(p, shift, axis=(0, 1))) for shift in shifts] for p in pixels])
+
+
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    """Blurred, as a unit vector: similar shapes have a dot product near 1."""
+    padded = np.pad(pixels, 1)
+    blurred = sum(padded[dy : dy + 28, dx : dx + 28] for dy in range(3) for dx in range(3))
+    return (blurred / np.linalg.norm(blurred)).ravel()
+
+
+def likeness(pixels: np.ndarray) -> np.ndarray:
+    """How much a 28×28 image looks like each digit: the best dot product over the shifts."""
+    return (TEMPLATES @ _unit(pixels)).max(1)
+
+
+TEMPLATES = _templates()
+SHARPNESS = 60.0
+
+
+def stub_score(crops: list[Preprocessed]) -> np.ndarray:
+    """Probabilities by likeness to the drawn digits, with an eleventh 'none of them' class left out: a crop
+    like no digit (half of one, two in one) gets low probabilities."""
+    similarity = np.stack([likeness(crop.pixels) for crop in crops])
+    logits = SHARPNESS * np.concatenate([similarity, np.full((len(crops), 1), 0.9)], axis=1)
+    odds = np.exp(logits - logits.max(1, keepdims=True))
+    return (odds / odds.sum(1, keepdims=True))[:, :10]
+
+
+def read(image: np.ndarray, threshold: float = 0.5) -> dict:
+    return read_numbers([image.astype(np.float32) / 255], stub_score, threshold)[0]
+
+
+def boxes_of(answer: dict) -> list[list[int]]:
+    return [d["box"] for d in answer["digits"]]
+
+
+# --- the stub reads single digits --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digit", range(10))
+def test_each_drawn_digit_alone_reads_as_itself(digit: int) -> None:
+    answer = read(draw([(digit, 30, 25, 70)], (140, 120)))
+    assert answer["text"] == str(digit) and answer["is_number"], answer["reason"]
+    (only,) = answer["digits"]
+    assert only["confidence"] > 0.9 and answer["confidence"] == pytest.approx(only["confidence"])
+
+
+# --- segmentation ---------------------------------------------------------------------------------------
+
+
+def test_multi_stroke_digits_are_read_whole() -> None:
+    image = draw(row([4, 5, 7, 4]), (340, 100))
+    for digit in (4, 5, 7):  # none of them is one connected component
+        alone = draw([(digit, 20, 20, 60)], (100, 100)) < 128
+        assert label(alone).count >= 2
+    answer = read(image)
+    assert answer["text"] == "4574" and answer["is_number"]
+    five, seven = row([4, 5, 7])[1:]
+    assert boxes_of(answer)[1][1] <= five[2] + 1  # the 5's bar is in its box ...
+    assert boxes_of(answer)[2][0] <= seven[1] + 0.2 * 0.65 * 60  # ... and the 7's left dash in the 7's
+
+
+def test_touching_digits_are_cut_apart() -> None:
+    image = draw(row([2, 3, 0, 2], gap=-9), (300, 100))  # the 2's base runs into the 3, the 3 into the 0 ...
+    assert label(image < 128).count == 2
+    answer = read(image)
+    assert answer["text"] == "2302"
+    lefts = [box[0] for box in boxes_of(answer)]
+    assert lefts == sorted(lefts)
+
+
+def test_slightly_overlapping_digits_are_cut_apart() -> None:
+    image = draw(row([7, 1, 9, 6], gap=-9), (280, 100))  # each digit's box reaches into the next one's
+    answer = read(image)
+    assert answer["text"] == "7196"
+
+
+def test_a_broken_stroke_is_still_one_digit() -> None:
+    broken = {**GLYPHS, 1: [[(0.35, 0.15), (0.55, 0.0), (0.55, 0.45)], [(0.55, 0.62), (0.55, 1.0)]],
+              9: [[(0.8, 0.45), (0.2, 0.45), (0.2, 0.05), (0.8, 0.05), (0.8, 0.55)], [(0.8, 0.72), (0.8, 1.0)]]}
+    image = draw(row([1, 9, 1]), (240, 100), strokes=broken)
+    assert label(image < 128).count == 6
+    assert read(image)["text"] == "191"
+    tail = {**GLYPHS, 2: [[(0.08, 0.25), (0.3, 0.02), (0.7, 0.02), (0.88, 0.25), (0.1, 0.98), (0.35, 0.98)],
+                          [(0.65, 0.98), (1.4, 0.98)]]}  # the end of its base apart, reaching towards the next
+    image = draw(row([2, 2]), (240, 100), strokes=tail)
+    assert label(image < 128).count == 4
+    answer = read(image)
+    assert answer["text"] == "22" and boxes_of(answer)[0][2] >= 20 + 1.4 * 0.7 * 60  # the tail is in its box
+
+
+def test_specks_and_stray_dots_are_ignored() -> None:
+    image = draw(row([3, 8]), (200, 110))
+    rng = np.random.default_rng(0)
+    for y, x in zip(rng.integers(0, 110, 40), rng.integers(0, 200, 40)):  # specks of 1-2 pixels
+        image[y : y + rng.integers(1, 3), x : x + rng.integers(1, 3)] = 0
+    yy, xx = np.mgrid[:110, :200]
+    image[(yy - 95) ** 2 + (xx - 160) ** 2 <= 16] = 0  # a pen dot of 9 pixels across, below the line
+    image[(yy - 10) ** 2 + (xx - 40) ** 2 <= 9] = 0  # one above the 3
+    right = max(np.flatnonzero((image < 128).any(0)))
+    image[(yy - 50) ** 2 + (xx - right - 8) ** 2 <= 16] = 0  # and one just right of the 8
+    answer = read(image)
+    assert answer["text"] == "38"
+    (three, eight) = boxes_of(answer)
+    assert three[1] >= 18 and eight[3] <= 84 and eight[2] <= right + 2  # the dots are not in the boxes
+
+
+def test_uneven_baseline_and_different_sizes() -> None:
+    heights, tops = [50, 80, 40, 65, 55], [40, 10, 60, 20, 45]
+    image = draw(row([2, 1, 4, 5, 6], tops=tops, heights=heights), (400, 140))
+    answer = read(image)
+    assert answer["text"] == "21456"
+    for box, top, tall in zip(boxes_of(answer), tops, heights):
+        assert abs(box[1] - top) <= 0.1 * tall + 2 and abs(box[3] - (top + tall)) <= 0.1 * tall + 2
+
+
+def test_digits_drawn_right_to_left_read_left_to_right() -> None:
+    placements = row([9, 0, 2, 5])
+    image = draw(placements[::-1], (330, 100))
+    assert np.array_equal(image, draw(placements, (330, 100)))  # a picture keeps no drawing order ...
+    answer = read(image)
+    assert answer["text"] == "9025"  # ... so reading order is left to right
+
+
+def test_a_lone_digit_reads_as_one_character_with_its_box() -> None:
+    image = draw([(7, 50, 30, 60)], (200, 120))
+    answer = read(image)
+    assert answer["text"] == "7" and len(answer["digits"]) == 1
+    pen = 0.06 * 60  # the pen's radius: the ink reaches this far beyond the strokes' ends
+    expected = [50 + 0.05 * 0.65 * 60 - pen, 30 + 0.02 * 60 - pen, 50 + 1.12 * 0.65 * 60 + pen, 30 + 60 + pen]
+    assert np.abs(np.array(answer["digits"][0]["box"]) - expected).max() <= 2
+
+
+def test_light_ink_on_dark_and_large_images_give_boxes_in_the_images_pixels() -> None:
+    small = draw(row([3, 1, 4]), (260, 100))
+    large = draw([(d, 4 * x, 4 * y, 4 * h) for d, x, y, h in row([3, 1, 4])], (1040, 400), light_ink=True)
+    answers = [read(small), read(large)]
+    assert [a["text"] for a in answers] == ["314", "314"]
+    for box_small, box_large in zip(*(boxes_of(a) for a in answers)):
+        assert np.abs(np.array(box_large) - 4 * np.array(box_small)).max() <= 8
+
+
+def test_blank_and_speck_only_images_are_no_number() -> None:
+    blank = read(np.full((80, 200), 250, np.uint8))
+    assert blank == {"text": "", "digits": [], "confidence": None, "is_number": False,
+                     "reason": blank["reason"], "error": None}
+    assert blank["reason"].startswith("blank image")
+    specks = np.full((80, 200), 255, np.uint8)
+    specks[10:12, 10:12] = specks[50:51, 150:152] = 0
+    answer = read(specks)
+    assert answer["text"] == "" and not answer["is_number"] and answer["reason"]
+
+
+def test_an_unclear_digit_makes_it_not_a_number_and_says_which() -> None:
+    answer = read(draw(row([2, 8]), (200, 100)), threshold=1.0)
+    assert answer["text"] == "28" and answer["is_number"] is False
+    assert "digit 1 of 2" in answer["reason"] and "digit 2 of 2" in answer["reason"]
+    assert answer["confidence"] == pytest.approx(math.prod(d["confidence"] for d in answer["digits"]))
+
+
+def test_all_crops_of_all_images_are_scored_in_one_call() -> None:
+    calls = []
+
+    def counting(crops):
+        calls.append(len(crops))
+        return stub_score(crops)
+
+    images = [draw(row([1, 2]), (200, 100)), np.full((50, 50), 255, np.uint8), draw(row([2, 3, 0], gap=-9), (260, 100))]
+    answers = read_numbers([image / 255 for image in images], counting, 0.5)
+    assert [a["text"] for a in answers] == ["12", "", "230"] and len(calls) == 1
+
+
+# --- connected components ---------------------------------------------------------------------------
+
+
+def _flood_fill_count(mask: np.ndarray) -> int:
+    seen, count = np.zeros_like(mask), 0
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        count += 1
+        queue = deque([start])
+        seen[start] = True
+        while queue:
+            y, x = queue.popleft()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+    return count
+
+
+def test_components_match_a_flood_fill_and_paint_back_the_mask() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        mask = rng.random(tuple(rng.integers(1, 25, 2))) < rng.uniform(0.1, 0.7)
+        comps = label(mask)
+        assert comps.count == _flood_fill_count(mask)
+        height, width = mask.shape
+        painted = [comps.paint(np.arange(comps.count) == k, (0, 0, width, height)) for k in range(comps.count)]
+        assert np.array_equal(sum(p.astype(int) for p in painted), mask.astype(int))  # a partition of the mask
+        for k, part in enumerate(painted):
+            rows, cols = np.nonzero(part)
+            assert tuple(comps.boxes[k]) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+            assert comps.areas[k] == part.sum()
+
+
+def test_components_of_a_long_snake_are_one() -> None:
+    snake = np.zeros((61, 40), bool)
+    snake[::2] = True
+    snake[1::4, -1] = snake[3::4, 0] = True
+    assert label(snake).count == 1 and label(np.zeros((5, 5), bool)).count == 0
+
+
+# --- through DigitPredictor -------------------------------------------------------------------------
+
+
+class TemplateNet(nn.Module):
+    """A stand-in network: logits from the likeness of the normalised 28×28 input to the drawn digits."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        pixels = (batch[:, 0] * MNIST_STD + MNIST_MEAN).numpy()
+        return torch.from_numpy(SHARPNESS * np.stack([likeness(p) for p in pixels])).float()
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory):
+    from digitrec import DigitPredictor
+    from digitrec.bench.latency import untrained_checkpoint
+
+    checkpoint = untrained_checkpoint("mlp", tmp_path_factory.mktemp("numbers") / "mlp.ckpt")
+    predictor = DigitPredictor(checkpoint, device="cpu")
+    predictor.net, predictor.temperature = TemplateNet(), 1.0
+    return predictor
+
+
+def png(image: np.ndarray, path: Path) -> Path:
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_predictor_reads_a_file_with_probabilities_that_sum_to_one(predictor, tmp_path: Path) -> None:
+    path = png(np.stack([draw(row([2, 0, 4, 7]), (330, 100))] * 3, axis=-1), tmp_path / "number.png")
+    answer = predictor.read(path)
+    assert set(answer) == {"text", "digits", "confidence", "is_number", "reason", "error"}
+    assert answer["text"] == "2047" and answer["is_number"] and answer["error"] is None
+    for digit in answer["digits"]:
+        assert set(digit) == {"digit", "confidence", "probabilities", "box"}
+        assert math.isclose(sum(digit["probabilities"]), 1.0, abs_tol=1e-6)
+        assert digit["confidence"] == max(digit["probabilities"])
+        assert all(isinstance(v, int) for v in digit["box"])
+
+
+def test_predictor_reads_a_lone_digit_like_predict(predictor) -> None:
+    image = draw([(3, 40, 20, 60)], (150, 100))
+    answer, single = predictor.read(image), predictor.predict(image)
+    assert answer["text"] == str(single["digit"]) == "3"
+    assert answer["digits"][0]["probabilities"] == pytest.approx(single["probabilities"], abs=0.02)
+
+
+def test_bad_input_to_read_raises_like_predict_and_read_batch_keeps_going(predictor, tmp_path: Path) -> None:
+    from digitrec.errors import ConfigError, DigitrecError
+
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DigitrecError) as from_predict:
+        predictor.predict(bad)
+    with pytest.raises(DigitrecError) as from_read:
+        predictor.read(bad)
+    assert str(from_read.value) == str(from_predict.value)
+    answers = predictor.read_batch([draw(row([1, 9]), (200, 100)), bad, np.full((40, 40), 255, np.uint8)])
+    assert [a["text"] for a in answers] == ["19", "", ""]
+    assert answers[1]["error"] == str(from_read.value) and answers[0]["error"] is None is answers[2]["error"]
+    with pytest.raises(ConfigError, match="use read"):
+        predictor.read_batch(bad)
