@@ -96,8 +96,10 @@ class Layout:
     reason: str | None = None
 
 
-def read_numbers(grays: Sequence[np.ndarray], score: Scorer, threshold: float) -> list[dict[str, Any]]:
-    """Readings of grayscale images (H×W in [0, 1]); the crops of all the images are scored in one call."""
+def read_numbers(grays: Sequence[np.ndarray], score: Scorer, threshold: float,
+                 seen: bool = False) -> list[dict[str, Any]]:
+    """Readings of grayscale images (H×W in [0, 1]); the crops of all the images are scored in one call.
+    With `seen`, each digit also has `seen`: the 28×28 image (float, in [0, 1]) the network saw."""
     layouts = [layout(gray) for gray in grays]
     crops = [crop for item in layouts for crop in item.crops or []]
     inked = [k for k, crop in enumerate(crops) if crop.has_ink]
@@ -107,7 +109,7 @@ def read_numbers(grays: Sequence[np.ndarray], score: Scorer, threshold: float) -
     readings, start = [], 0
     for item in layouts:
         count = len(item.crops or [])
-        readings.append(reading(item, probabilities[start : start + count], threshold))
+        readings.append(reading(item, probabilities[start : start + count], threshold, seen))
         start += count
     return readings
 
@@ -138,19 +140,52 @@ def layout(gray: np.ndarray) -> Layout:
     return Layout((height, width), scale, origin, ink, pieces, spans, boxes, priors, crops)
 
 
-def reading(item: Layout, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
+def reading(item: Layout, probabilities: np.ndarray, threshold: float, seen: bool = False) -> dict[str, Any]:
     """The answer for one image from its candidates' probabilities: the best partition into digits."""
     if item.reason is not None:
         return {"text": "", "digits": [], "confidence": None, "is_number": False, "reason": item.reason,
                 "error": None}
     scores = np.log(np.maximum(probabilities.max(1), 1e-12)) + item.priors
-    digits = [_digit(probabilities[k], item.boxes[k], item) for k in _best_partition(item.spans, scores)]
+    chosen = _best_partition(item.spans, scores)
+    digits = [_digit(probabilities[k], item.boxes[k], item) for k in chosen]
+    if seen:
+        for digit, k in zip(digits, chosen):
+            digit["seen"] = item.crops[k].pixels
     unclear = [f"digit {n} of {len(digits)} at {d['confidence']:.2f}" for n, d in enumerate(digits, 1)
                if d["confidence"] < threshold]
     reason = f"low confidence: {', '.join(unclear)} < threshold {threshold:.2f}" if unclear else None
     return {"text": "".join(str(d["digit"]) for d in digits), "digits": digits,
             "confidence": math.prod(d["confidence"] for d in digits), "is_number": not unclear, "reason": reason,
             "error": None}
+
+
+def figure(given: np.ndarray, answer: dict[str, Any], threshold: float):
+    """A matplotlib figure of the image as given with each digit's box, the digit and its confidence over it
+    (orange when below `threshold`), and the reading as the title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only when a picture is asked for
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    height, width = given.shape[:2]
+    fig = Figure(figsize=(min(12.0, max(4.0, 4 * width / height)), 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    if given.ndim == 3 and given.shape[-1] == 2:  # gray + alpha: matplotlib wants RGBA
+        given = np.concatenate([given[..., :1].repeat(3, -1), given[..., 1:]], axis=-1)
+    ax.imshow(given, cmap="gray", vmin=0, vmax=1)
+    for digit in answer["digits"]:
+        x0, y0, x1, y1 = digit["box"]
+        colour = "tab:green" if digit["confidence"] >= threshold else "tab:orange"
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2))
+        ax.text(x0, y0 - 2, f"{digit['digit']} {digit['confidence']:.2f}", color="white", fontsize=10,
+                va="bottom", bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
+    ax.set_xticks([])
+    ax.set_yticks([])
+    verdict = (f"{answer['text']} (confidence {answer['confidence']:.3f})" if answer["is_number"]
+               else f"not a number: {answer['reason']}" + (f" (best guess {answer['text']})" if answer["text"] else ""))
+    ax.set_title(verdict, fontsize=10, wrap=True)
+    fig.tight_layout()
+    return fig
 
 
 def _ink(gray: np.ndarray, scale: float) -> Ink | str:

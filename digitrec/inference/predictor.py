@@ -119,16 +119,17 @@ class DigitPredictor:
                 results[i] = answer
         return results
 
-    def read(self, image: ImageInput) -> Result:
+    def read(self, image: ImageInput, seen: bool = False) -> Result:
         """The number written in one image: its digits left to right (see `digitrec.inference.numbers`).
 
         The answer: `text` (the digits, "" when none), `digits` (per digit: `digit`, `confidence`,
         `probabilities`, `box` = [x0, y0, x1, y1] in the image's pixels, x1 and y1 exclusive), `confidence`
         (of the whole reading: the product of the digits'), `is_number` (False when there is no digit or one
         is below `threshold`), `reason` and `error`. Each digit is preprocessed MNIST-style whatever
-        `preprocess` says. An unusable image raises a `DigitrecError` naming it, as in `predict`.
+        `preprocess` says; with `seen`, each digit also has `seen`, the 28×28 image the network saw. An
+        unusable image raises a `DigitrecError` naming it, as in `predict`.
         """
-        return read_numbers([to_grayscale(read_image(image))], self._score, self.threshold)[0]
+        return read_numbers([to_grayscale(read_image(image))], self._score, self.threshold, seen)[0]
 
     def read_batch(self, images: Iterable[ImageInput]) -> list[Result]:
         """`read` for each image, in input order; an unusable item gets `error` set instead of stopping the others."""
