@@ -7,7 +7,11 @@ predictor, command line and HTTP tests put the same matching inside an untrained
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import math
+import re
 from collections import deque
 from pathlib import Path
 
@@ -356,3 +360,80 @@ def test_bad_input_to_read_raises_like_predict_and_read_batch_keeps_going(predic
     assert answers[1]["error"] == str(from_read.value) and answers[0]["error"] is None is answers[2]["error"]
     with pytest.raises(ConfigError, match="use read"):
         predictor.read_batch(bad)
+
+
+# --- the command line and the HTTP app ------------------------------------------------------------
+
+
+def test_cli_prints_each_number_and_draws_its_boxes(predictor, monkeypatch, tmp_path: Path, capsys) -> None:
+    from digitrec.inference import cli
+
+    monkeypatch.setattr(cli, "DigitPredictor", lambda *args, **kwargs: predictor)  # the stub network
+    number = png(draw(row([2, 0, 4, 7]), (330, 100)), tmp_path / "number.png")
+    blank = png(np.full((60, 90), 255, np.uint8), tmp_path / "blank.png")
+    out = tmp_path / "pictures" / "out.png"
+    assert cli.main([str(number), str(blank), "--checkpoint", "any.ckpt", "--number", "--visualise", str(out)]) == 0
+    printed, notes = capsys.readouterr()
+    lines = printed.splitlines()
+    confidence = r"[01]\.\d{3}"
+    assert re.fullmatch(rf"{number}: 2047 \(confidence {confidence}; digits 2 {confidence}, 0 {confidence}, "
+                        rf"4 {confidence}, 7 {confidence}\)", lines[0]), lines[0]
+    assert lines[1].startswith(f"{blank}: not a number: blank image")
+    for name in ("out-000-number.png", "out-001-blank.png"):
+        assert f"picture: {out.parent / name}" in notes
+        with Image.open(out.parent / name) as picture:
+            assert picture.format == "PNG" and picture.width > picture.height
+    assert cli.main([str(number), "--checkpoint", "any.ckpt", "--number", "--json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item["image"] == str(number) and item["text"] == "2047" and len(item["digits"]) == 4
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    from fastapi.testclient import TestClient
+
+    from digitrec.serve.app import create_app
+
+    with TestClient(create_app(predictor, max_body_bytes=200_000)) as client:
+        yield client
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_read_endpoint_answers_the_reading_with_what_the_network_saw(client, predictor) -> None:
+    image = draw(row([5, 1, 8]), (260, 100))
+    response = client.post("/read", files={"file": ("number.png", png_bytes(image), "image/png")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected = predictor.read(image)
+    assert answer["text"] == expected["text"] == "518" and answer["is_number"] is True
+    assert answer["confidence"] == pytest.approx(expected["confidence"]) and "error" not in answer
+    for digit, same in zip(answer["digits"], expected["digits"]):
+        assert digit["box"] == same["box"] and digit["probabilities"] == pytest.approx(same["probabilities"])
+        seen = Image.open(io.BytesIO(base64.b64decode(digit["seen"].removeprefix("data:image/png;base64,"))))
+        assert seen.size == (28, 28) and seen.mode == "L"
+    blank = client.post("/read", files={"file": ("blank.png", png_bytes(np.full((50, 50), 255, np.uint8)))}).json()
+    assert blank["text"] == "" and blank["digits"] == [] and blank["is_number"] is False and blank["reason"]
+
+
+@pytest.mark.parametrize("request_kwargs", [
+    {"files": {"file": ("notes.txt", b"not an image at all", "text/plain")}},
+    {"files": {"file": ("tiny.png", png_bytes(np.zeros((4, 4), np.uint8)))}},
+    {"files": {"file": ("big.png", b"\0" * 300_000)}},
+    {"content": json.dumps({"image": "..."}), "headers": {"content-type": "application/json"}},
+    {"data": {"picture": "x"}, "files": {"other": ("a.png", b"x")}},
+])
+def test_read_endpoint_errors_are_those_of_predict(client, request_kwargs) -> None:
+    read, predict = client.post("/read", **request_kwargs), client.post("/predict", **request_kwargs)
+    assert read.status_code == predict.status_code >= 400 and read.json() == predict.json()
+    assert set(read.json()) == {"error"}
+
+
+def test_read_endpoint_is_documented(client) -> None:
+    schema = client.get("/openapi.json").json()
+    assert {"400", "413", "415", "422"} <= set(schema["paths"]["/read"]["post"]["responses"])
+    assert schema["components"]["schemas"]["Reading"]["properties"]["text"]["examples"] == ["2047"]
