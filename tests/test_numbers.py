@@ -437,3 +437,65 @@ def test_read_endpoint_is_documented(client) -> None:
     schema = client.get("/openapi.json").json()
     assert {"400", "413", "415", "422"} <= set(schema["paths"]["/read"]["post"]["responses"])
     assert schema["components"]["schemas"]["Reading"]["properties"]["text"]["examples"] == ["2047"]
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+
+
+def test_bench_judges_segmentation_mistakes_by_boxes() -> None:
+    from digitrec.bench.numbers import Number, judge
+
+    number = Number(np.zeros((10, 10), np.uint8), "123", [0, 1, 2], [(0, 0, 10, 9), (12, 0, 20, 9), (22, 0, 30, 9)],
+                    "near")
+
+    def reading(*digits: tuple[int, int, int]) -> dict:
+        return {"text": "".join(str(d) for d, _, _ in digits), "digits": [{"digit": d, "box": [x0, 0, x1, 9]}
+                                                                          for d, x0, x1 in digits]}
+
+    assert judge(reading((1, 0, 10), (2, 12, 20), (3, 22, 30)), number) == {
+        "exact": 1, "right": 3, "digits": 3, "split": 0, "merged": 0, "missed": 0, "order": 0}
+    split = judge(reading((1, 0, 5), (7, 5, 10), (2, 12, 20), (3, 22, 30)), number)
+    assert (split["split"], split["right"], split["exact"]) == (1, 2, 0)
+    merged = judge(reading((8, 0, 20), (3, 22, 30)), number)
+    assert (merged["merged"], merged["missed"], merged["right"]) == (1, 0, 1)
+    missed = judge(reading((1, 0, 10), (3, 22, 30)), number)
+    assert (missed["missed"], missed["right"]) == (1, 2)
+    swapped = {"text": "213", "digits": [{"digit": 2, "box": [12, 0, 20, 9]}, {"digit": 1, "box": [0, 0, 10, 9]},
+                                         {"digit": 3, "box": [22, 0, 30, 9]}]}
+    assert judge(swapped, number)["order"] == 1
+
+
+def test_bench_numbers_are_seeded_and_placed_as_their_gap_class_says(mnist_dir: Path) -> None:
+    from digitrec.bench.numbers import GAPS, make_number, make_numbers
+    from digitrec.data.mnist import load_split, raw_dir
+
+    split = load_split(raw_dir(mnist_dir), train=False)
+    digits, labels = split.images[:200, 0].numpy(), split.labels[:200].numpy()
+    first, again = make_numbers(digits, labels, 12, seed=3), make_numbers(digits, labels, 12, seed=3)
+    assert [n.text for n in first] == [n.text for n in again] and np.array_equal(first[5].image, again[5].image)
+    assert all(2 <= len(n.text) <= 8 and n.gap in GAPS for n in first)
+    rng = np.random.default_rng(0)
+    for gap, (low, high) in GAPS.items():
+        number = make_number(digits, labels, rng, 3, gap, digit_height=56)
+        assert number.text == "".join(str(labels[p]) for p in number.picks)
+        lefts = [box[0] for box in number.boxes]
+        assert lefts == sorted(lefts)
+        gaps = [b[0] - a[2] for a, b in zip(number.boxes, number.boxes[1:])]  # between the boxes of the ink ...
+        assert min(gaps) >= round(low * 2) and (high >= 0 or min(gaps) < 4)  # ... at least those of the frames
+        ink = number.image < 200
+        assert ink[:, : number.boxes[0][0] - 3].sum() == 0  # a margin of paper
+
+
+def test_bench_command_prints_its_tables(tmp_path: Path, capsys) -> None:
+    from digitrec.bench.latency import untrained_checkpoint
+    from digitrec.bench.numbers import main
+
+    checkpoint = untrained_checkpoint("speednet", tmp_path / "speednet.ckpt")
+    assert main(["--checkpoint", str(checkpoint), "--count", "6", "--repeats", "2", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "1 threads" in out and "6 numbers from MNIST test digits, seed 0" in out
+    for header in ("| gap | numbers | exact | digits right | split | merged | missed | order | ms per reading",
+                   "| length | numbers |"):
+        assert header in out
+    assert re.search(r"\| all \| 6 \| [\d.]+ % \| [\d.]+ % \|", out)
+    assert "A separated 4-digit number on a 1000×300 image: " in out and "one by one through predict" in out
