@@ -68,13 +68,13 @@ def draw(placements: list[tuple[int, float, float, float]], size: tuple[int, int
     return ink if light_ink else 255 - ink
 
 
-def row(digits: list[int], height: float = 60, gap: float = 15, size: tuple[int, int] | None = None,
+def row(digits: list[int], height: float = 60, gap: float = 15, left: float = 20, top: float = 20,
         tops: list[float] | None = None, heights: list[float] | None = None) -> list[tuple[int, float, float, float]]:
-    """Placements of digits left to right, `gap` pixels apart (negative: overlapping)."""
-    placements, x = [], 20.0
+    """Placements of digits left to right from (`left`, `top`), `gap` pixels apart (negative: overlapping)."""
+    placements, x = [], left
     for k, digit in enumerate(digits):
         tall = heights[k] if heights else height
-        placements.append((digit, x, tops[k] if tops else 20.0, tall))
+        placements.append((digit, x, tops[k] if tops else top, tall))
         x += WIDTHS[digit] * tall + 0.12 * tall + gap
     return placements
 
@@ -499,3 +499,96 @@ def test_bench_command_prints_its_tables(tmp_path: Path, capsys) -> None:
         assert header in out
     assert re.search(r"\| all \| 6 \| [\d.]+ % \| [\d.]+ % \|", out)
     assert "A separated 4-digit number on a 1000×300 image: " in out and "one by one through predict" in out
+
+
+# --- the page's number mode, in a real browser (skipped without Chromium and Playwright, as the page's tests) --
+
+
+@pytest.fixture(scope="module")
+def page_url(predictor):
+    """The app with the stub network, served by uvicorn in a thread of this process."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from digitrec.serve.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser_page(page_url):
+    from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, missing
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("Playwright for Python is not installed (pip install playwright)")
+    if not Path(CHROMIUM).is_file():
+        missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+        page.goto(page_url)
+        yield page
+        browser.close()
+
+
+def _write(page, digits: list[int]) -> None:
+    """The drawn digits' strokes with the mouse (in the canvas's heights: it is 3 of them wide)."""
+    box = page.get_by_test_id("canvas").bounding_box()
+    for digit, left, top, tall in row(digits, height=0.6, gap=0.12, left=0.15, top=0.2):
+        for stroke in GLYPHS[digit]:
+            points = [(box["x"] + (left + x * WIDTHS[digit] * tall) / 3 * box["width"],
+                       box["y"] + (top + y * tall) * box["height"]) for x, y in stroke]
+            page.mouse.move(*points[0])
+            page.mouse.down()
+            for point in points[1:]:
+                page.mouse.move(*point)
+            page.mouse.up()
+
+
+def test_page_number_mode_reads_the_number_and_boxes_each_digit(browser_page) -> None:
+    page = browser_page
+    assert page.get_by_test_id("mode-digit").get_attribute("aria-pressed") == "true"
+    page.get_by_test_id("mode-number").click()
+    canvas = page.get_by_test_id("canvas").bounding_box()
+    assert canvas["width"] > 2.5 * canvas["height"] and page.get_by_test_id("prediction").is_hidden()
+    assert page.get_by_test_id("number").text_content() == "?"
+    with page.expect_response(lambda r: r.url.endswith("/read")):
+        _write(page, [2, 0, 4, 7])
+    page.wait_for_function("() => document.querySelector('[data-testid=number]').textContent !== '?'")
+    page.wait_for_function("() => !document.querySelector('.result').classList.contains('loading')")
+    assert page.get_by_test_id("number").text_content() == "2047"
+    boxes = page.get_by_test_id("digit-box")
+    assert [boxes.nth(k).get_attribute("data-digit") for k in range(boxes.count())] == ["2", "0", "4", "7"]
+    lefts = [boxes.nth(k).bounding_box()["x"] for k in range(4)]
+    assert lefts == sorted(lefts) and canvas["x"] <= lefts[0] and lefts[-1] < canvas["x"] + canvas["width"]
+    assert "7 ·" in boxes.nth(3).text_content()
+    page.get_by_test_id("clear").click()
+    assert page.get_by_test_id("number").text_content() == "?" and boxes.count() == 0
+    page.get_by_test_id("mode-digit").click()
+    canvas = page.get_by_test_id("canvas").bounding_box()
+    assert canvas["width"] == pytest.approx(canvas["height"], abs=2) and page.get_by_test_id("number").is_hidden()
+    assert page.get_by_test_id("prediction").is_visible()
+    box = page.get_by_test_id("canvas").bounding_box()
+    with page.expect_response(lambda r: r.url.endswith("/predict")):  # one digit, as before
+        page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.15 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.85 * box["height"], steps=4)
+        page.mouse.up()
+    page.wait_for_function("() => document.querySelector('[data-testid=prediction]').textContent === '1'")
+    assert "% confident" in page.get_by_test_id("confidence").text_content()
