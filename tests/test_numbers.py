@@ -225,6 +225,17 @@ def test_light_ink_on_dark_and_large_images_give_boxes_in_the_images_pixels() ->
         assert np.abs(np.array(box_large) - 4 * np.array(box_small)).max() <= 8
 
 
+def test_a_small_number_in_a_large_noisy_photo_is_found_and_boxed() -> None:
+    rng = np.random.default_rng(1)
+    photo = np.clip(rng.normal(200, 6, (2000, 3000)), 0, 255).astype(np.uint8)  # grey, noisy paper
+    number = draw(row([6, 3, 9]), (240, 100))
+    photo[1200:1300, 700:940] = np.minimum(photo[1200:1300, 700:940], number)
+    answer = read(photo)
+    assert answer["text"] == "639"
+    for box, (_, left, top, tall) in zip(boxes_of(answer), row([6, 3, 9])):
+        assert abs(box[0] - (700 + left)) <= 8 and abs(box[1] - (1200 + top)) <= 8 and box[3] - box[1] >= tall
+
+
 def test_blank_and_speck_only_images_are_no_number() -> None:
     blank = read(np.full((80, 200), 250, np.uint8))
     assert blank == {"text": "", "digits": [], "confidence": None, "is_number": False,

@@ -4,14 +4,15 @@
    rule (`ink_contrast`), first reduced to about `COARSE_PIXELS` to find the line height, then, around the
    ink, resized to make the line `LINE` pixels high. A mask keeps the ink above the noise and
    `MASK_FRACTION` of the peak; it is taken apart into 8-connected components (`components.label`).
-2. Units: the line height is the area-weighted median height of the components. Specks (smaller than
-   `SPECK` line heights, or than `MIN_SIDE` pixels of the given image, both ways) are dropped; fragments
-   (lower than `FRAGMENT`: the bar of a 5, the cross of a 7, a piece of a broken stroke) join the nearest
-   component within `ATTACH`, and what is left of only fragments is a stray mark, dropped too. Components
-   overlapping over `OVERLAP` of the narrower one's width (the two strokes of a 4) are one unit. Units are
-   read left to right.
-3. Pieces: a unit wider than `SPLIT` of its height may be touching digits: it is cut along the cheapest
-   paths through its ink (top to bottom, leaning where the digits do), one per `CUT_SPACING` of width.
+2. Units (`components.group`): the line height is the area-weighted median height of the components.
+   Specks (smaller than `SPECK` line heights, or than `MIN_SIDE` pixels of the given image, both ways) are
+   dropped; fragments (lower than `FRAGMENT`: the bar of a 5, the cross of a 7, a piece of a broken stroke)
+   join the nearest component within `ATTACH`, and what is left of only fragments is a stray mark, dropped
+   too. Components overlapping over `OVERLAP` of the narrower one's width (the two strokes of a 4) are one
+   unit. Units are read left to right.
+3. Pieces (`components.cut`): a unit wider than `SPLIT` of its height may be touching digits: it is cut
+   along the cheapest paths through its ink (top to bottom, leaning where the digits do), one per
+   `CUT_SPACING` of width.
 4. Candidates: every whole unit, every run of neighbouring pieces of a cut unit tall and narrow enough
    for a digit, and two neighbouring units nearly touching (`JOIN`) when one is much lower (`JOIN_HEIGHT`:
    a 4 whose bar stops short of its stem). Each is cropped to its own ink, preprocessed as `predict` does
@@ -33,23 +34,14 @@ import numpy as np
 from PIL import Image
 
 from digitrec.data.mnist import NUM_CLASSES
-from digitrec.inference.components import Components, label
+from digitrec.inference.components import Box, Components, Piece, cut, group, label, union
 from digitrec.inference.images import MIN_SIDE
 from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, ink_contrast, mnist_style
 
-COARSE_PIXELS = 1 << 17  # the image is first reduced to about this many pixels to find the line height ...
+COARSE_PIXELS = 1 << 16  # the image is first reduced to about this many pixels to find the line height ...
 LINE = 48  # ... then the part around the ink is resized (never enlarged) to make the line this many pixels high,
-MAX_PIXELS = 1 << 20  # unless the whole image would then have more pixels than this
+MAX_PIXELS = 1 << 20  # unless that part would then have more pixels than this
 MASK_FRACTION = 0.3  # ink above this fraction of the peak is in the mask
-SPECK = 0.2  # line heights: components smaller both ways are specks
-FRAGMENT = 0.45  # line heights: components lower than this are parts of a digit, not digits
-ATTACH = 0.25  # line heights: how far a fragment may be from the component it joins
-OVERLAP = 0.6  # of the narrower width: components overlapping more horizontally are one digit
-SPLIT = 0.6  # of its height: a unit wider than this may be several touching digits
-CUT_SPACING = 0.4  # of its height: a unit gets a candidate cut per this much width beyond the first ...
-MAX_CUTS = 6  # ... up to this many
-MIN_PIECE = 0.1  # of the unit's height: no cut nearer than this to its side or to another cut
-DRIFT = 0.05  # ink pixels: what a sideways step of a cut path costs (cuts go straight where they can)
 JOIN = 0.15  # line heights: neighbouring units this close ...
 JOIN_HEIGHT = 0.75  # ... one of them lower than this fraction of the other, may be one digit
 MIN_HEIGHT = 0.5  # of the unit's height: the lowest part of a cut unit that may be a digit
@@ -60,7 +52,6 @@ LOW = 0.8  # of its unit's height: a part of a cut unit lower than this is unlik
 LOW_PENALTY = 3.0  # ... its log-probability loses this much per unit of relative height below it
 
 Scorer = Callable[[Sequence[Preprocessed]], np.ndarray]  # (N, 10) calibrated probabilities per crop
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 exclusive
 
 
 @dataclass(frozen=True)
@@ -70,15 +61,6 @@ class Ink:
     comps: Components
     units: np.ndarray  # each component's unit, -1 for the dropped ones
     line: float  # line height
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Part of a unit: the ink of its components between two cut paths."""
-    components: np.ndarray  # bool per component
-    columns: tuple[int, np.ndarray, np.ndarray]  # first row, and per row from it: first column, column after last
-    box: Box
-    unit: int
 
 
 @dataclass
@@ -122,19 +104,19 @@ def layout(gray: np.ndarray) -> Layout:
     if isinstance(ink, str):
         return Layout((height, width), reason=ink)
     origin, line = (0, 0), ink.line / scale
-    finer = min(1.0, LINE / line, math.sqrt(MAX_PIXELS / (height * width)))
-    if abs(math.log(finer / scale)) > math.log(1.25):  # again at the scale for LINE, around the ink
-        x0, y0, x1, y1 = (v / scale for v in _union(ink.comps.boxes[ink.units >= 0]))
-        x0, y0 = max(0, math.floor(x0 - line)), max(0, math.floor(y0 - line))
-        x1, y1 = min(width, math.ceil(x1 + line)), min(height, math.ceil(y1 + line))
+    x0, y0, x1, y1 = (v / scale for v in union(ink.comps.boxes[ink.units >= 0]))
+    x0, y0 = max(0, math.floor(x0 - line)), max(0, math.floor(y0 - line))  # the ink and a line around it
+    x1, y1 = min(width, math.ceil(x1 + line)), min(height, math.ceil(y1 + line))
+    finer = min(1.0, LINE / line, math.sqrt(MAX_PIXELS / ((x1 - x0) * (y1 - y0))))
+    if abs(math.log(finer / scale)) > math.log(1.25):  # again, at the scale for LINE
         finer_ink = _ink(gray[y0:y1, x0:x1], finer)
         if not isinstance(finer_ink, str):
             ink, scale, origin = finer_ink, finer, (x0, y0)
     comps, units = ink.comps, ink.units
     order = sorted(range(units.max() + 1), key=lambda u: _centre(comps.boxes[units == u]))
-    pieces = [piece for u in order for piece in _pieces(comps, units == u, u)]
+    pieces = [piece for u in order for piece in cut(comps, units == u, u)]
     spans = _spans(pieces, ink.line)
-    boxes = [_union([p.box for p in pieces[i:j]]) for i, j in spans]
+    boxes = [union([p.box for p in pieces[i:j]]) for i, j in spans]
     priors = _priors(pieces, spans, boxes)
     crops = [_crop(ink, pieces[i:j], box) for (i, j), box in zip(spans, boxes)]
     return Layout((height, width), scale, origin, ink, pieces, spans, boxes, priors, crops)
@@ -201,7 +183,7 @@ def _ink(gray: np.ndarray, scale: float) -> Ink | str:
     clean = np.where(ink > floor, np.clip(ink, 0, 1), 0).astype(np.float32)
     mask = clean > max(floor, MASK_FRACTION * peak)
     comps = label(mask)
-    units, line = _units(comps, MIN_SIDE * scale)
+    units, line = group(comps, MIN_SIDE * scale)
     if units.max(initial=-1) < 0:
         return "no digit: only specks and stray marks"
     return Ink(clean, mask, comps, units, line)
@@ -215,123 +197,21 @@ def _peak(ink: np.ndarray) -> float:
     return float((rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]).max()) / 9
 
 
-def _units(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
-    """Each component's unit (-1: dropped) and the line height; components smaller than `tiny` pixels
-    both ways are specks, whatever the line."""
-    x0, y0, x1, y1 = comps.boxes.T
-    heights, sides = y1 - y0, np.maximum(y1 - y0, x1 - x0)
-    candidates = np.flatnonzero(sides >= tiny)
-    if candidates.size == 0:
-        return np.full(comps.count, -1), 0.0
-    order = candidates[np.argsort(heights[candidates])]
-    weights = np.cumsum(comps.areas[order])
-    line = float(heights[order][np.searchsorted(weights, weights[-1] / 2)])
-    kept = np.flatnonzero(sides >= max(SPECK * line, tiny))
-    parent = {int(i): int(i) for i in kept}
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for f in kept[heights[kept] < FRAGMENT * line]:  # fragments join the nearest component (ties: most overlap)
-        others = kept[kept != f]
-        dx = np.maximum(0, np.maximum(x0[others] - x1[f], x0[f] - x1[others]))
-        dy = np.maximum(0, np.maximum(y0[others] - y1[f], y0[f] - y1[others]))
-        distance = np.hypot(dx, dy) - 1e-3 * _overlap(comps.boxes[f], comps.boxes[others])
-        if others.size and distance.min() <= ATTACH * line:
-            parent[root(int(f))] = root(int(others[distance.argmin()]))
-    while True:  # units overlapping over most of the narrower one's width are one
-        groups: dict[int, list[int]] = {}
-        for i in kept:
-            groups.setdefault(root(int(i)), []).append(int(i))
-        roots = list(groups)
-        boxes = np.array([_union(comps.boxes[members]) for members in groups.values()]).reshape(-1, 4)
-        widths = boxes[:, 2] - boxes[:, 0]
-        overlaps = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-        joined = np.triu(overlaps >= OVERLAP * np.minimum(widths[:, None], widths[None, :]), 1)
-        if not joined.any():
-            break
-        for a, b in zip(*np.nonzero(joined)):
-            parent[root(roots[b])] = root(roots[a])
-    units = np.full(comps.count, -1)
-    for number, members in enumerate(groups.values()):
-        if y1[members].max() - y0[members].min() >= FRAGMENT * line:  # else only fragments: a stray mark
-            units[members] = number
-    _, units[units >= 0] = np.unique(units[units >= 0], return_inverse=True)
-    return units, line
-
-
-def _pieces(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
-    """The unit, cut along the cheapest paths through its ink when it is wide enough for two digits."""
-    box = _union(comps.boxes[members])
-    x0, y0, x1, y1 = box
-    height, width = y1 - y0, x1 - x0
-    margin = max(1, round(MIN_PIECE * height))
-    if width <= SPLIT * height or width <= 2 * margin + 1:
-        return [Piece(members, (y0, np.full(height, x0), np.full(height, x1)), box, unit)]
-    mask = comps.paint(members, box)
-    costs, paths = _cut_paths(mask, margin)
-    ends = np.flatnonzero(np.isfinite(costs) & (costs <= np.roll(costs, 1)) & (costs < np.roll(costs, -1)))
-    wanted = min(MAX_CUTS, max(1, math.ceil(width / (CUT_SPACING * height)) - 1))
-    cuts: list[np.ndarray] = []
-    for end in ends[np.argsort(costs[ends], kind="stable")]:  # the cheapest, not too near each other
-        if len(cuts) < wanted and all(abs(paths[:, end].mean() - c.mean()) >= margin for c in cuts):
-            cuts.append(paths[:, end])
-    edges = [np.zeros(height, np.int64), *sorted(cuts, key=np.mean), np.full(height, width)]
-    for k in range(1, len(edges)):  # cut paths never cross
-        edges[k] = np.maximum(edges[k], edges[k - 1])
-    pieces = []
-    for left, right in itertools.pairwise(edges):
-        columns = (y0, x0 + left, x0 + right)
-        part = comps.paint(members, box, columns)
-        rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
-        if rows.size:
-            pieces.append(Piece(members, columns, (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1,
-                                                   y0 + int(rows[-1]) + 1), unit))
-    return pieces
-
-
-def _cut_paths(mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each bottom column, the cheapest path down to it from the top row, moving at most one column a
-    row and staying `margin` columns inside the sides: its cost (ink pixels crossed, plus `DRIFT` per
-    sideways step; infinite at the sides) and its column in each row."""
-    height, width = mask.shape
-    cost = mask.astype(np.float64)
-    cost[:, :margin] = np.inf
-    cost[:, width - margin :] = np.inf
-    total = np.full(width + 2, np.inf)  # the cheapest path to each column of the row so far; infinite beyond
-    total[1:-1] = cost[0]
-    moves = np.zeros((height, width), np.int64)  # the step each path took from the row above: -1, 0 or +1
-    for y in range(1, height):
-        best, move = total[1:-1].copy(), moves[y]
-        for step, came in ((-1, total[:-2] + DRIFT), (1, total[2:] + DRIFT)):
-            better = came < best
-            best[better], move[better] = came[better], step
-        total[1:-1] = best + cost[y]
-    paths = np.empty((height, width), np.int64)
-    paths[-1] = np.arange(width)
-    for y in range(height - 1, 0, -1):
-        paths[y - 1] = paths[y] + moves[y, paths[y]]
-    return total[1:-1], paths
-
-
 def _spans(pieces: list[Piece], line: float) -> list[tuple[int, int]]:
     """The candidate digits, as runs pieces[i:j]: each whole unit; the parts of a cut unit tall and narrow
     enough for a digit; and a whole unit with its neighbour when they nearly touch and one is much lower
     than the other (a 4 whose bar stops short of its stem)."""
     spans = []
     bounds = [i for i in range(len(pieces) + 1) if i in (0, len(pieces)) or pieces[i].unit != pieces[i - 1].unit]
-    units = [_union([p.box for p in pieces[a:b]]) for a, b in itertools.pairwise(bounds)]
+    units = [union([p.box for p in pieces[a:b]]) for a, b in itertools.pairwise(bounds)]
     for (first, stop), unit in zip(itertools.pairwise(bounds), units):
         for i, j in itertools.combinations(range(first, stop + 1), 2):
-            x0, y0, x1, y1 = _union([p.box for p in pieces[i:j]])
+            x0, y0, x1, y1 = union([p.box for p in pieces[i:j]])
             if (i, j) == (first, stop) or (y1 - y0 >= MIN_HEIGHT * _height(unit)
                                             and x1 - x0 <= MAX_WIDTH * max(y1 - y0, line)):
                 spans.append((i, j))
     for k, (left, right) in enumerate(itertools.pairwise(units)):
-        x0, y0, x1, y1 = _union([left, right])
+        x0, y0, x1, y1 = union([left, right])
         lower, higher = sorted((_height(left), _height(right)))
         if right[0] - left[2] <= JOIN * line and lower < JOIN_HEIGHT * higher and x1 - x0 <= MAX_WIDTH * (y1 - y0):
             spans.append((bounds[k], bounds[k + 2]))
@@ -341,7 +221,7 @@ def _spans(pieces: list[Piece], line: float) -> list[tuple[int, int]]:
 def _priors(pieces: list[Piece], spans: list[tuple[int, int]], boxes: list[Box]) -> np.ndarray:
     """Log prior of each candidate digit's shape: a penalty for being wider than digits are, and, for a part
     of a cut unit, for being lower than the unit."""
-    unit_heights = {p.unit: _height(_union([q.box for q in pieces if q.unit == p.unit])) for p in pieces}
+    unit_heights = {p.unit: _height(union([q.box for q in pieces if q.unit == p.unit])) for p in pieces}
     priors = []
     for (i, j), (x0, y0, x1, y1) in zip(spans, boxes):
         prior = -WIDE_PENALTY * max(0.0, (x1 - x0) / (y1 - y0) - WIDE)
@@ -394,11 +274,6 @@ def _digit(probabilities: np.ndarray, box: Box, item: Layout) -> dict[str, Any]:
             "probabilities": probabilities.tolist(), "box": given}
 
 
-def _overlap(box: Sequence[int], boxes: np.ndarray) -> np.ndarray:
-    """Horizontal overlap (pixels) of one box with each of several."""
-    return np.maximum(0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]))
-
-
 def _centre(boxes: np.ndarray) -> float:
     """Twice the horizontal centre of the boxes' union: reading order."""
     return float(boxes[:, 0].min() + boxes[:, 2].max())
@@ -406,8 +281,3 @@ def _centre(boxes: np.ndarray) -> float:
 
 def _height(box: Box) -> int:
     return box[3] - box[1]
-
-
-def _union(boxes: Sequence[Sequence[int]] | np.ndarray) -> Box:
-    boxes = np.asarray(boxes).reshape(-1, 4)
-    return int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max())
