@@ -247,6 +247,16 @@ def test_blank_and_speck_only_images_are_no_number() -> None:
     assert answer["text"] == "" and not answer["is_number"] and answer["reason"]
 
 
+def test_a_page_of_digits_is_not_a_number_and_costs_little() -> None:
+    page = np.full((900, 1500), 255, np.uint8)
+    glyph = draw([(8, 2, 2, 36)], (30, 40))
+    for y in range(30, 860, 60):
+        for x in range(20, 1460, 45):
+            page[y : y + 40, x : x + 30] = glyph
+    answer = read(page)
+    assert answer["text"] == "" and answer["reason"] == "not a number: over 100 separate marks"
+
+
 def test_an_unclear_digit_makes_it_not_a_number_and_says_which() -> None:
     answer = read(draw(row([2, 8]), (200, 100)), threshold=1.0)
     assert answer["text"] == "28" and answer["is_number"] is False

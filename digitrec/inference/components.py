@@ -25,6 +25,7 @@ SPLIT = 0.75  # of its height: a unit wider than this may be several touching di
 CUT_SPACING = 0.4  # of its height: a unit gets a candidate cut per this much width beyond the first ...
 MAX_CUTS = 6  # ... up to this many
 MIN_PIECE = 0.1  # of the unit's height: no cut nearer than this to its side or to another cut
+MAX_MARKS = 100  # components besides the specks: more are not one number
 DRIFT = 0.05  # ink pixels: what a sideways step of a cut path costs (cuts go straight where they can)
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 exclusive
@@ -132,7 +133,8 @@ class Piece:
 
 def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
     """Each component's unit (-1: dropped) and the line height; components smaller than `tiny` pixels
-    both ways are specks, whatever the line."""
+    both ways are specks, whatever the line. More than `MAX_MARKS` components besides the specks are not
+    a number: then every unit is -1 and the line height is negative."""
     x0, y0, x1, y1 = comps.boxes.T
     heights, sides = y1 - y0, np.maximum(y1 - y0, x1 - x0)
     candidates = np.flatnonzero(sides >= tiny)
@@ -142,6 +144,8 @@ def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
     weights = np.cumsum(comps.areas[order])
     line = float(heights[order][np.searchsorted(weights, weights[-1] / 2)])
     kept = np.flatnonzero(sides >= max(SPECK * line, tiny))
+    if kept.size > MAX_MARKS:  # a page, a texture: grouping would cost quadratic time for nothing
+        return np.full(comps.count, -1), -1.0
     parent = {int(i): int(i) for i in kept}
 
     def root(i: int) -> int:
@@ -157,7 +161,7 @@ def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
         distance = np.hypot(dx, dy) - 1e-3 * _overlap(comps.boxes[f], comps.boxes[others])
         if others.size and distance.min() <= ATTACH * line:
             parent[root(int(f))] = root(int(others[distance.argmin()]))
-    while True:  # units overlapping over most of the narrower one's width are one
+    while True:  # units overlapping over most of the narrower one's width, and near, are one
         groups: dict[int, list[int]] = {}
         for i in kept:
             groups.setdefault(root(int(i)), []).append(int(i))
@@ -165,7 +169,9 @@ def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
         boxes = np.array([union(comps.boxes[members]) for members in groups.values()]).reshape(-1, 4)
         widths = boxes[:, 2] - boxes[:, 0]
         overlaps = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-        joined = np.triu(overlaps >= OVERLAP * np.minimum(widths[:, None], widths[None, :]), 1)
+        apart = np.maximum(boxes[:, None, 1], boxes[None, :, 1]) - np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+        joined = np.triu((overlaps >= OVERLAP * np.minimum(widths[:, None], widths[None, :]))
+                         & (apart <= ATTACH * line), 1)  # one above the other, but not far: not another line
         if not joined.any():
             break
         for a, b in zip(*np.nonzero(joined)):

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from digitrec.data.mnist import NUM_CLASSES
-from digitrec.inference.components import Box, Components, Piece, cut, group, label, union
+from digitrec.inference.components import MAX_MARKS, Box, Components, Piece, cut, group, label, union
 from digitrec.inference.images import MIN_SIDE
 from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, ink_contrast, mnist_style
 
@@ -184,6 +184,8 @@ def _ink(gray: np.ndarray, scale: float) -> Ink | str:
     mask = clean > max(floor, MASK_FRACTION * peak)
     comps = label(mask)
     units, line = group(comps, MIN_SIDE * scale)
+    if line < 0:
+        return f"not a number: over {MAX_MARKS} separate marks"
     if units.max(initial=-1) < 0:
         return "no digit: only specks and stray marks"
     return Ink(clean, mask, comps, units, line)
