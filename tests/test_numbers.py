@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -245,6 +246,17 @@ def test_blank_and_speck_only_images_are_no_number() -> None:
     specks[10:12, 10:12] = specks[50:51, 150:152] = 0
     answer = read(specks)
     assert answer["text"] == "" and not answer["is_number"] and answer["reason"]
+
+
+@pytest.mark.parametrize("shape", [(2000, 8), (8, 2000), (8, 8)])
+def test_thin_strips_and_tiny_images_read_without_warnings(shape: tuple[int, int]) -> None:
+    image = np.full(shape, 255, np.uint8)
+    image[:, shape[1] // 2] = image[shape[0] // 2, :] = 0  # a cross
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        answer = read(image)
+    for x0, y0, x1, y1 in boxes_of(answer):
+        assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
 
 
 def test_a_page_of_digits_is_not_a_number_and_costs_little() -> None:

@@ -99,7 +99,7 @@ def read_numbers(grays: Sequence[np.ndarray], score: Scorer, threshold: float,
 def layout(gray: np.ndarray) -> Layout:
     """The candidate digits of one grayscale image, each cropped and preprocessed; or why there are none."""
     height, width = gray.shape
-    scale = min(1.0, math.sqrt(COARSE_PIXELS / (height * width)))
+    scale = _at_least_3(min(1.0, math.sqrt(COARSE_PIXELS / (height * width))), gray.shape)
     ink = _ink(gray, scale)
     if isinstance(ink, str):
         return Layout((height, width), reason=ink)
@@ -107,7 +107,7 @@ def layout(gray: np.ndarray) -> Layout:
     x0, y0, x1, y1 = (v / scale for v in union(ink.comps.boxes[ink.units >= 0]))
     x0, y0 = max(0, math.floor(x0 - line)), max(0, math.floor(y0 - line))  # the ink and a line around it
     x1, y1 = min(width, math.ceil(x1 + line)), min(height, math.ceil(y1 + line))
-    finer = min(1.0, LINE / line, math.sqrt(MAX_PIXELS / ((x1 - x0) * (y1 - y0))))
+    finer = _at_least_3(min(1.0, LINE / line, math.sqrt(MAX_PIXELS / ((x1 - x0) * (y1 - y0)))), (y1 - y0, x1 - x0))
     if abs(math.log(finer / scale)) > math.log(1.25):  # again, at the scale for LINE
         finer_ink = _ink(gray[y0:y1, x0:x1], finer)
         if not isinstance(finer_ink, str):
@@ -191,6 +191,11 @@ def _ink(gray: np.ndarray, scale: float) -> Ink | str:
     return Ink(clean, mask, comps, units, line)
 
 
+def _at_least_3(scale: float, shape: tuple[int, int]) -> float:
+    """The scale, raised if need be (never above 1) so that a strip of an image stays 3 pixels wide."""
+    return max(scale, min(1.0, 3 / min(shape)))
+
+
 def _peak(ink: np.ndarray) -> float:
     """The brightest ink, as the largest 3×3 mean: a single hot pixel is not ink."""
     if min(ink.shape) < 3:
@@ -248,7 +253,8 @@ def _crop(ink: Ink, pieces: list[Piece], box: Box) -> Preprocessed:
         grown[:, 1:] |= grown[:, :-1]
         grown[:, :-1] |= grown[:, 1:]
     pixels = np.where(own | (grown & ~ink.mask[y0:y1, x0:x1]), ink.clean[y0:y1, x0:x1], 0)
-    return mnist_style(np.pad(pixels / max(float(pixels.max()), 1e-6), 2))  # the border is background
+    pad = max(2, round(0.1 * max(pixels.shape)))  # a border of background, never a sliver of it
+    return mnist_style(np.pad(pixels / max(float(pixels.max()), 1e-6), pad))
 
 
 def _best_partition(spans: list[tuple[int, int]], scores: np.ndarray) -> list[int]:
