@@ -531,6 +531,7 @@ def test_bench_command_prints_its_tables(tmp_path: Path, capsys) -> None:
                    "| length | numbers |"):
         assert header in out
     assert re.search(r"\| all \| 6 \| [\d.]+ % \| [\d.]+ % \|", out)
+    assert "| exact (numbers) | 2 digits | 3 digits |" in out and "| overlapping |" in out
     assert "A separated 4-digit number on a 1000×300 image: " in out and "one by one through predict" in out
 
 

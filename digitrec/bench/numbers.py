@@ -7,7 +7,9 @@ each number at its own size (digits 32 to 96 px high), each digit scaled ±15 % 
 up to 8 % of the digit height, dark ink on light, slightly noisy paper. Each is read with
 `DigitPredictor.read`; the tables give, by gap class and by length, the exact readings, the digits read
 right (matched by position: a digit in a split or merged reading is wrong), the segmentation mistakes
-and the time per reading (from the decoded image). Then the time of a 4-digit reading of a 1000×300 image.
+and the time per reading (from the decoded image); then the exact readings by gap class and length
+together, the accuracy of the same digits one by one through `predict` (what the classifier allows),
+and the time of a 4-digit reading of a 1000×300 image.
 """
 
 from __future__ import annotations
@@ -134,6 +136,19 @@ def table(rows: list[dict[str, Any]], key: str, values: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
+def grid(rows: list[dict[str, Any]]) -> str:
+    """Exact readings by gap class (rows) and length (columns): each cell's % and how many numbers."""
+    lines = ["| exact (numbers) | " + " | ".join(f"{n} digits" for n in LENGTHS) + " |",
+             "|---|" + "---:|" * len(LENGTHS)]
+    for gap in GAPS:
+        cells = []
+        for length in LENGTHS:
+            group = [r["exact"] for r in rows if r["gap"] == gap and r["length"] == length]
+            cells.append(f"{100 * sum(group) / len(group):.0f} % ({len(group)})" if group else "–")
+        lines.append(f"| {gap} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def alone_accuracy(predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray, numbers: list[Number]) -> float:
     """Accuracy of `predict` on the numbers' digits one by one, as 28×28 MNIST images: what the reader
     could at best do per digit (an n-digit number is read right at best this to the n-th)."""
@@ -192,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{predictor.temperature_source}); {args.count} numbers from MNIST test digits, seed {args.seed}\n")
     print(table(rows, "gap", list(GAPS)) + "\n")
     print(table(rows, "length", list(LENGTHS)) + "\n")
+    print(grid(rows) + "\n")
     alone = alone_accuracy(predictor, digits, labels, numbers)
     print(f"The same digits one by one through predict (28×28 MNIST): {100 * alone:.2f} % right; at best "
           + ", ".join(f"{100 * alone ** n:.1f} %" for n in (2, 4, 8)) + " of 2, 4 and 8-digit numbers read exactly")
