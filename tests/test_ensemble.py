@@ -162,7 +162,7 @@ def test_server_answers_as_the_ensemble_its_command_line_names(members: list[Pat
     from digitrec.serve.__main__ import _parser, load_predictor
     from digitrec.serve.app import create_app
 
-    predictor = load_predictor(_parser().parse_args([a for m in members for a in ("--checkpoint", str(m))] + ["--tta"]))
+    predictor, _ = load_predictor(_parser().parse_args([a for m in members for a in ("--checkpoint", str(m))] + ["--tta"]))
     assert predictor.checkpoints == members and predictor.tta
     image = load_split(raw_dir(mnist_dir), train=False).images[0, 0].numpy()
     from PIL import Image

@@ -234,6 +234,7 @@ def test_newest_checkpoint_is_found_by_modification_time(tmp_path: Path) -> None
     assert find_newest_checkpoint(tmp_path) == newer
 
 
+@pytest.mark.slow
 def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> None:
     sweep = tmp_path / "multirun"
     run_train("-m", "model=mlp", "optimizer.lr=0.001,0.003", "debug=limit", "trainer.limit_train_batches=2",

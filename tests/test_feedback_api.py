@@ -237,6 +237,7 @@ def stored(db: Path) -> dict[int, tuple[int, str]]:
                                                                                  items.c.image_sha256))}
 
 
+@pytest.mark.slow
 def test_sixteen_clients_store_two_thousand_items_without_an_error(checkpoint: Path, tmp_path: Path) -> None:
     db = tmp_path / "feedback.db"
     proc, port = start_server(checkpoint, db)

@@ -8,6 +8,7 @@ import json
 import struct
 import subprocess
 import sys
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -192,10 +193,18 @@ def test_serving_imports_neither_lightning_nor_hydra() -> None:
     assert out.strip() == "[]"
 
 
-def test_command_without_a_checkpoint_says_how_to_get_one(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "digitrec.serve"], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: No *-best.ckpt under outputs/") and "python train.py" in proc.stderr
+def test_without_a_checkpoint_the_server_answers_with_the_bundled_model_and_health_names_it(tmp_path: Path) -> None:
+    from digitrec.bench.load import start_server
+
+    proc, port = start_server(None, threads=1, cwd=tmp_path)  # a folder without outputs/, as after an install
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as response:
+            health = json.load(response)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert health["bundled"].startswith("bundled robust_best (") and health["checkpoint"].endswith("robust_best.pt")
+    assert health["temperature_source"].startswith("calibrated (")
 
 
 def test_load_command_prints_every_level_without_errors(trained_run: Path, capsys) -> None:

@@ -35,7 +35,7 @@ def test_short_run_writes_checkpoints_logs_and_summary(short_run: Path) -> None:
     result = summary(short_run)
     assert result["epochs"] == 2 and result["best_checkpoint"].endswith("mlp-best.ckpt")
     ckpt = torch.load(short_run / "checkpoints" / "mlp-best.ckpt", weights_only=True)  # plain data only
-    assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP", "dropout": 0.2}
+    assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP", "hidden": [512, 256, 128], "dropout": 0.2}
     assert "Done: mlp (569,226 params)" in (short_run / "train.log").read_text()
 
 
@@ -51,6 +51,7 @@ def test_hparams_tab_has_final_metrics(short_run: Path) -> None:
     assert any(t.startswith("lr-") for t in tags)
 
 
+@pytest.mark.slow
 def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None:
     proc = run_train("-m", "model=mlp,cnn,deep_cnn", "debug=limit", "trainer.max_epochs=1",
                      "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
@@ -66,6 +67,7 @@ def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None
     assert (proc.stdout + proc.stderr).count(f"Precision {precision}: no CUDA device") == 3
 
 
+@pytest.mark.slow
 def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path) -> None:
     args = ("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
             "trainer.limit_test_batches=2")
@@ -75,6 +77,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path
     assert summary(a)["test_loss"] == summary(b)["test_loss"]
 
 
+@pytest.mark.slow
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, mnist_dir: Path) -> None:
     args = ["model=mlp", "trainer.max_epochs=3", "trainer.limit_train_batches=100",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -103,6 +106,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, m
         assert summary(resumed)[key] == summary(full)[key], key
 
 
+@pytest.mark.slow
 def test_a_checkpoint_monitoring_nothing_keeps_the_final_weights(tmp_path: Path, mnist_dir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -144,6 +148,7 @@ def test_nan_loss_stops_at_once_with_a_clear_message(tmp_path: Path, mnist_dir: 
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep(tmp_path: Path, mnist_dir: Path) -> None:
     run_train("-m", "model=mlp", "optimizer.lr=1e12,0.05", "optimizer=sgd", "scheduler=cosine",
               "trainer.gradient_clip_val=null", "trainer.max_epochs=1", "trainer.limit_train_batches=20",

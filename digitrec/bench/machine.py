@@ -8,9 +8,14 @@ from pathlib import Path
 
 
 def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (numbers are only comparable on the same one)."""
+    """The CPU's model name as /proc/cpuinfo gives it, with its family and model numbers (a virtual machine's
+    name can be as short as "AMD EPYC"): numbers are only comparable on the same CPU."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine() or "unknown"
+    family, model = fields.get("cpu family"), fields.get("model")
+    return fields["model name"] + (f" (family {family}, model {model})" if family and model else "")

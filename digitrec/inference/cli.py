@@ -1,4 +1,5 @@
-"""`digitrec-predict`: the digits in image files (or folders of them), one line or one JSON item each."""
+"""`digitrec-predict`: the digits in image files (or folders of them), one line or one JSON item each;
+with `--number`, the numbers: several digits in a row in each image."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from digitrec.errors import exit_on_user_error
-from digitrec.inference.images import ImageWarning
+from digitrec.errors import ConfigError, exit_on_user_error
+from digitrec.inference.images import ImageWarning, read_image
+from digitrec.inference.numbers import figure
 from digitrec.inference.options import add_model_options, choose_model
-from digitrec.inference.predictor import DEFAULT_THRESHOLD, DigitPredictor, Result
+from digitrec.inference.predictor import DEFAULT_THRESHOLD, PICTURE_SUFFIXES, DigitPredictor, Result
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 
@@ -25,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
     add_model_options(parser)
+    parser.add_argument("--number", action="store_true",
+                        help="read each image as a number, several digits in a row: prints the digits and each "
+                             "one's confidence; --visualise draws a box and a label per digit over the image")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
     parser.add_argument("--visualise", type=Path, metavar="OUT.png",
                         help="also write a picture per image, in the format its extension names (.png, .jpg, "
@@ -68,6 +73,25 @@ def _line(path: Path, answer: Result) -> str:
     return f"{path}: not a digit: {answer['reason']}{guess}"
 
 
+def _number_line(path: Path, answer: Result) -> str:
+    digits = ", ".join(f"{d['digit']} {d['confidence']:.3f}" for d in answer["digits"])
+    if answer["is_number"]:
+        return f"{path}: {answer['text']} (confidence {answer['confidence']:.3f}; digits {digits})"
+    guess = f" (best guess {answer['text']}: {digits})" if answer["text"] else ""
+    return f"{path}: not a number: {answer['reason']}{guess}"
+
+
+def _number_picture(predictor: DigitPredictor, path: Path, answer: Result, picture: Path) -> None:
+    if picture.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ConfigError(f"{picture}: cannot tell the picture format from {picture.suffix or 'no extension'!r}; "
+                          f"name the file with one of {', '.join(PICTURE_SUFFIXES)}.")
+    try:
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        figure(read_image(path), answer, predictor.threshold).savefig(picture, dpi=100)
+    except OSError as e:
+        raise ConfigError(f"{picture}: cannot write the picture ({e.strerror or e}).") from None
+
+
 def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
     return out.with_name(f"{out.stem}-{index:03d}-{image.stem}{out.suffix}") if many else out
 
@@ -76,20 +100,23 @@ def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     checkpoints, which = choose_model(args.checkpoint)
-    print(which, file=sys.stderr)
     predictor = DigitPredictor(checkpoints, device=args.device, model_name=args.model,
                                threshold=args.threshold, preprocess=not args.no_preprocess, tta=args.tta)
+    print(which, file=sys.stderr)
     paths, notes, folder_errors = expand_folders(args.images)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
-        answers = predictor.predict_batch(paths)
+        answers = predictor.read_batch(paths) if args.number else predictor.predict_batch(paths)
         if args.visualise:
-            readable = [path for path, answer in zip(paths, answers) if answer["error"] is None]
-            for i, path in enumerate(readable):  # numbered without gaps for the images that could not be read
+            readable = [(path, answer) for path, answer in zip(paths, answers) if answer["error"] is None]
+            for i, (path, answer) in enumerate(readable):  # numbered without gaps for the images that could not be read
                 picture = _picture_path(args.visualise, path, i, len(readable) > 1)
-                predictor.visualise(path, picture)
+                if args.number:
+                    _number_picture(predictor, path, answer, picture)
+                else:
+                    predictor.visualise(path, picture)
                 print(f"picture: {picture}", file=sys.stderr)
     for w in caught:
         if issubclass(w.category, ImageWarning):
@@ -102,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if answer["error"] is not None:
             print(f"error: {answer['error']}", file=sys.stderr)
         elif not args.json:
-            print(_line(path, answer))
+            print(_number_line(path, answer) if args.number else _line(path, answer))
     for error in folder_errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if folder_errors or any(a["error"] is not None for a in answers) else 0

@@ -157,12 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="one or both of: torchscript, onnx (default: both)")
     args = parser.parse_args(argv)
     checkpoints, which = choose_model(args.checkpoint)
-    print(which, file=sys.stderr)
     for checkpoint in checkpoints:
         if load_temperature(checkpoint)[1].startswith("uncalibrated"):
             print(f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "
                   f"ckpt_path={checkpoint} fits one).", file=sys.stderr)
     files = export(checkpoints, args.output_dir, args.formats, args.tta)
+    print(which, file=sys.stderr)
     pixels = np.random.default_rng(0).random((8, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     differences = check_parity(checkpoints, files, pixels, args.tta)
     for fmt, path in files.items():

@@ -5,6 +5,9 @@
     predictor.predict("my_digit.png")
     # {"digit": 7, "confidence": 0.998, "probabilities": [...10 floats...], "is_digit": True,
     #  "reason": None, "error": None}
+    predictor.read("my_number.png")  # several digits in a row, left to right
+    # {"text": "2024", "digits": [{"digit": 2, "confidence": 0.99, "probabilities": [...], "box": [x0, y0, x1, y1]},
+    #  ...], "confidence": 0.97, "is_number": True, "reason": None, "error": None}
     ensemble = DigitPredictor([ckpt_a, ckpt_b, ckpt_c], tta=True)  # mean of calibrated probabilities
 """
 
@@ -27,6 +30,7 @@ from digitrec.errors import ConfigError, DigitrecError
 from digitrec.inference.checkpoints import resolve_checkpoint, resolve_device
 from digitrec.inference.ensemble import load_scorer, scorer_name
 from digitrec.inference.images import ImageInput, describe, read_image
+from digitrec.inference.numbers import read_numbers
 from digitrec.inference.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
 from digitrec.inference.pretrained import bundled_weights
 from digitrec.models import model_name as registry_name
@@ -117,6 +121,39 @@ class DigitPredictor:
             for (i, _), answer in zip(chunk, self.answer([item for _, item in chunk])):
                 results[i] = answer
         return results
+
+    def read(self, image: ImageInput, seen: bool = False) -> Result:
+        """The number written in one image: its digits left to right (see `digitrec.inference.numbers`).
+
+        The answer: `text` (the digits, "" when none), `digits` (per digit: `digit`, `confidence`,
+        `probabilities`, `box` = [x0, y0, x1, y1] in the image's pixels, x1 and y1 exclusive), `confidence`
+        (of the whole reading: the product of the digits'), `is_number` (False when there is no digit or one
+        is below `threshold`), `reason` and `error`. Each digit is preprocessed MNIST-style whatever
+        `preprocess` says; with `seen`, each digit also has `seen`, the 28×28 image the network saw. An
+        unusable image raises a `DigitrecError` naming it, as in `predict`.
+        """
+        return read_numbers([to_grayscale(read_image(image))], self._score, self.threshold, seen)[0]
+
+    def read_batch(self, images: Iterable[ImageInput]) -> list[Result]:
+        """`read` for each image, in input order; an unusable item gets `error` set instead of stopping the others."""
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            raise ConfigError(f"read_batch takes a list of images, got one ({describe(images)}); use read().")
+        grays: list[np.ndarray] = []
+        results: list[Result | None] = []
+        for image in images:
+            try:
+                grays.append(to_grayscale(read_image(image)))
+                results.append(None)
+            except DigitrecError as e:
+                results.append({"text": "", "digits": [], "confidence": None, "is_number": False, "reason": None,
+                                "error": str(e)})
+        readings = iter(read_numbers(grays, self._score, self.threshold))
+        return [next(readings) if result is None else result for result in results]
+
+    def _score(self, items: Sequence[Preprocessed]) -> np.ndarray:
+        """Probabilities for prepared images, in batches of `batch_size`."""
+        chunks = (items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size))
+        return torch.cat([self.probabilities(torch.stack([item.tensor() for item in chunk])) for chunk in chunks]).numpy()
 
     def visualise(self, image: ImageInput, output_path: str | os.PathLike) -> Result:
         """Write a picture in the format the file name says (.png, .jpg, .pdf, .svg): the input as

@@ -85,8 +85,7 @@ def mnist_style(gray: np.ndarray) -> Preprocessed:
     """Steps 2-7 of the module docstring on an H×W grayscale image in [0, 1]."""
     gray = _reduce(gray, WORK_SIDE)
     blur = max(3, max(gray.shape) // 40)
-    ink, ink_blurred = _ink_up(gray, _box_blur(gray, blur))
-    noise = _noise_sigma(gray)
+    ink, ink_blurred, noise = ink_contrast(gray, blur)
     threshold = NOISE_SIGMAS * noise / blur  # averaging blur×blur pixels divides the noise by blur
     peak = float(ink_blurred.max())
     if peak < max(MIN_CONTRAST, threshold):
@@ -98,6 +97,13 @@ def mnist_style(gray: np.ndarray) -> Preprocessed:
     if brightest <= 0:
         return _blank("blank image: no ink left after removing the noise")
     return Preprocessed(_place_by_centre_of_mass(digit / brightest), has_ink=True)
+
+
+def ink_contrast(gray: np.ndarray, blur: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Steps 3-4 up to the thresholds: the ink as contrast over the background (inverted first if the ink
+    is dark on light), the same of a `blur`×`blur` box-blurred copy, and the pixel noise's standard deviation."""
+    ink, ink_blurred = _ink_up(gray, _box_blur(gray, blur))
+    return ink, ink_blurred, _noise_sigma(gray)
 
 
 def as_is(gray: np.ndarray, name: str) -> Preprocessed:

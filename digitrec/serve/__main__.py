@@ -39,11 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_predictor(args: argparse.Namespace) -> DigitPredictor:
-    """The checkpoints the command line names (several: an ensemble), on the CPU."""
+def load_predictor(args: argparse.Namespace) -> tuple[DigitPredictor, str]:
+    """The checkpoints the command line names (several: an ensemble), on the CPU, and a line saying which."""
     checkpoints, which = choose_model(args.checkpoint)
-    log.info(which)
-    return DigitPredictor(checkpoints, device="cpu", threshold=args.threshold, tta=args.tta)
+    return DigitPredictor(checkpoints, device="cpu", threshold=args.threshold, tta=args.tta), which
 
 
 @exit_on_user_error
@@ -60,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"digitrec-serve needs FastAPI and uvicorn ({e}): pip install 'digitrec[serve]'.") from None
     torch.set_num_threads(args.threads)
     feedback = None if args.no_feedback else FeedbackStore(args.feedback_db or DEFAULT_DB)
+    predictor, which = load_predictor(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    predictor = load_predictor(args)
+    log.info(which)
     log.info("Serving %s", predictor)
     log.info("Feedback: %s", "off" if feedback is None else f"stored in {feedback.name}")
     log.info("Open http://%s:%d/ to draw a digit (API docs: /docs)", args.host, args.port)

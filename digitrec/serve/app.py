@@ -1,5 +1,5 @@
-"""The HTTP app: `GET /` (the page), `POST /predict`, `POST /predict/batch`, `GET /health`, and
-`POST /feedback` with `GET /feedback/stats` when it has a feedback store (`feedback.py`).
+"""The HTTP app: `GET /` (the page), `POST /predict`, `POST /predict/batch`, `POST /read`, `GET /health`,
+and `POST /feedback` with `GET /feedback/stats` when it has a feedback store (`feedback.py`).
 
 Every error is JSON `{"error": "..."}` with a 4xx status: 400 for an unusable image, 413 for a
 body over the limit (refused from its Content-Length, or as soon as more than the limit has
@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
@@ -54,6 +54,24 @@ class Answer(BaseModel):
 class BatchItem(Answer):
     filename: str | None = Field(None, description="the uploaded file's name", examples=["seven.png"])
     error: str | None = Field(None, description="why this file could not be answered (the others still are)")
+
+
+class DigitRead(BaseModel):
+    digit: int = Field(examples=[2])
+    confidence: float = Field(description="probability of that digit (calibrated)", examples=[0.991])
+    probabilities: list[float] = Field(description="ten probabilities, for 0 to 9")
+    box: list[int] = Field(description="x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive)",
+                           examples=[[12, 8, 70, 96]])
+    seen: str = Field(description="the 28×28 image the network saw for this digit, as a PNG data URL")
+
+
+class Reading(BaseModel):
+    text: str = Field(description="the digits, left to right; empty when there are none", examples=["2047"])
+    digits: list[DigitRead] = Field(description="each digit, in reading order")
+    confidence: float | None = Field(description="of the whole reading: the product of the digits' confidences",
+                                     examples=[0.972])
+    is_number: bool = Field(description="false when there is no digit or one is below the threshold")
+    reason: str | None = Field(None, description="why it is not a number", examples=[None])
 
 
 class Health(BaseModel):
@@ -121,6 +139,11 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
             raise DigitrecError(f"{len(file)} files in one batch; send at most {MAX_BATCH_FILES}.")
         return await run(_answer_each, predictor, file)
 
+    @app.post("/read", response_model=Reading, responses=_ERRORS)
+    async def read(file: Annotated[UploadFile, File(description="one image of a number: digits in a row")]) -> dict:
+        """Read a number written in one image: its digits left to right, each with its box."""
+        return await run(_read, predictor, file)
+
     @app.get("/health", response_model=Health)
     def health() -> dict:
         """The loaded model and its calibration."""
@@ -169,6 +192,15 @@ def _answer(predictor: DigitPredictor, upload: UploadFile) -> dict:
     answer = predictor.answer([item])[0]
     answer.pop("error")
     return {**answer, "seen": png_data_url(item.pixels)}
+
+
+def _read(predictor: DigitPredictor, upload: UploadFile) -> dict:
+    name = f"upload {upload.filename!r}" if upload.filename else "upload"
+    reading = predictor.read(decode_image(upload.file, name), seen=True)
+    reading.pop("error")
+    for digit in reading["digits"]:
+        digit["seen"] = png_data_url(digit["seen"])
+    return reading
 
 
 def _answer_each(predictor: DigitPredictor, uploads: list[UploadFile]) -> list[dict]:

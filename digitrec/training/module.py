@@ -39,7 +39,7 @@ def _check_rates(section: str, cfg: Mapping[str, Any]) -> None:
 
 def fused_default(cfg: Mapping[str, Any], make_optimizer: Any, precision: str | None) -> dict[str, bool]:
     """`fused=True` when the optimizer (a partial) has it and its config leaves it open: one kernel
-    per step instead of one per parameter and operation (the mlp's training step is ~1.3× faster on CPU).
+    per step instead of one per parameter and operation (see docs/benchmark.md).
 
     Not under mixed precision: Lightning's AMP plugin refuses to clip the gradients of a fused optimizer.
     """
@@ -112,7 +112,7 @@ class DigitClassifier(L.LightningModule):
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         # Training accuracy is only updated per step (no per-step value, no input checks on the model's
-        # own logits) and logged once per epoch: logging a metric object costs Lightning ~1 ms per call.
+        # own logits) and logged once per epoch: logging a metric object costs Lightning bookkeeping on every call.
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
         self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(2))
         self.on_train_epoch_start()

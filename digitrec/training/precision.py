@@ -34,7 +34,7 @@ def choose_precision(requested: str | int | None, accelerator: str = "auto") -> 
     """Return (precision, reason). `auto`: 16-mixed on CUDA; on a CPU bf16-mixed where it has bf16
     units, 32-true elsewhere.
 
-    bf16 autocast trains the conv nets 1.4-2.3x faster than fp32 on CPUs with bf16 units and 7-12x
+    bf16 autocast trains the conv nets faster than fp32 on CPUs with bf16 units and several times
     slower on CPUs without them. An explicit `16-mixed` on a CPU is resolved the same way as `auto`:
     Lightning would otherwise silently run bf16 autocast, whatever the CPU.
     """

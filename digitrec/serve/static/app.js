@@ -3,6 +3,7 @@
 // newest answer is shown: the digit, its confidence, the ten probabilities and what the network saw.
 // When the server stores feedback (GET /health says so), "Right" or "Wrong, it is: d" sends the
 // same image with its right digit to POST /feedback.
+// In number mode the canvas is wide and goes to POST /read: the number is shown, with a box over each digit.
 
 const STROKE_WIDTH = 280 / 12;
 const DEBOUNCE_MS = 150;
@@ -23,6 +24,20 @@ const feedbackBox = document.getElementById("feedback");
 const confirmButton = document.getElementById("confirm");
 const correctDigits = document.getElementById("correct");
 const feedbackStatus = document.getElementById("feedback-status");
+const title = document.querySelector("h1");
+const hint = document.getElementById("hint");
+const numberOut = document.getElementById("number");
+const boxes = document.getElementById("boxes");
+const seenDigits = document.getElementById("seen-digits");
+const modeButtons = { digit: document.getElementById("mode-digit"), number: document.getElementById("mode-number") };
+const MODES = {
+  digit: { width: 280, height: 280, endpoint: "/predict", title: "Draw a digit", start: "Draw a digit to start.",
+           hint: "Draw one digit, 0 to 9, with a mouse, a pen or a finger; or drop an image here.",
+           label: "Drawing area: draw a digit here" },
+  number: { width: 840, height: 280, endpoint: "/read", title: "Write a number", start: "Write a number to start.",
+            hint: "Write a number, several digits in a row, with a mouse, a pen or a finger; or drop an image here.",
+            label: "Drawing area: write a number here" },
+};
 
 let strokes = [];        // each stroke is a list of [x, y] points in canvas pixels
 let current = null;      // the stroke under the pointer
@@ -32,6 +47,9 @@ let latest = 0;          // number of the newest request: older answers are drop
 let inflight = null;     // AbortController of the request under way
 let feedbackOn = false;  // the server stores feedback
 let asked = null;        // the image the shown answer is about: { blob, name, strokes, digit, isDigit }
+let mode = "digit";
+let placement = null;    // where the uploaded image is drawn: canvas x = left + scale * image x (same for y)
+let fromUpload = false;  // the server reads the uploaded file itself, not the canvas
 
 // --- drawing -------------------------------------------------------------------------------
 
@@ -50,7 +68,8 @@ function redraw() {
     const scale = Math.min(canvas.width / background.width, canvas.height / background.height);
     const w = background.width * scale;
     const h = background.height * scale;
-    ctx.drawImage(background, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    placement = { scale, left: (canvas.width - w) / 2, top: (canvas.height - h) / 2 };
+    ctx.drawImage(background, placement.left, placement.top, w, h);
   }
   ctx.strokeStyle = INK;
   ctx.fillStyle = INK;
@@ -73,6 +92,7 @@ function redraw() {
 canvas.addEventListener("pointerdown", (event) => {
   if (event.pointerType === "mouse" && event.button !== 0) return;
   event.preventDefault();
+  fromUpload = false;  // the canvas is sent from now on, with the upload drawn in it
   canvas.setPointerCapture(event.pointerId);
   current = [canvasPoint(event)];
   strokes.push(current);
@@ -115,6 +135,8 @@ function useFile(file) {
   if (!file) return;
   strokes = [];
   background = null;
+  placement = null;
+  fromUpload = true;
   createImageBitmap(file)
     .then((bitmap) => { background = bitmap; redraw(); })
     .catch(() => redraw());  // the browser cannot show it; the server still says what it makes of it
@@ -167,10 +189,12 @@ async function send(blob, name, drawn = null) {
   const form = new FormData();
   form.append("file", blob, name);
   try {
-    const response = await fetch("/predict", { method: "POST", body: form, signal: inflight.signal });
+    const response = await fetch(MODES[mode].endpoint, { method: "POST", body: form, signal: inflight.signal });
     const body = await response.json().catch(() => ({}));
     if (id !== latest) return;
-    if (response.ok) {
+    if (response.ok && mode === "number") {
+      showReading(body);
+    } else if (response.ok) {
       showAnswer(body);
       askFeedback({ blob, name, strokes: drawn, digit: body.digit, isDigit: body.is_digit });
     } else {
@@ -224,22 +248,70 @@ function showAnswer(answer) {
   else preview.removeAttribute("src");
 }
 
+function showReading(reading) {
+  errorBox.hidden = true;
+  result.classList.toggle("not-digit", !reading.is_number);
+  numberOut.textContent = reading.text || "?";
+  if (reading.is_number) {
+    confidence.textContent = `${(100 * reading.confidence).toFixed(1)} % confident`;
+  } else {
+    const guess = reading.text ? ` (best guess ${reading.text})` : "";
+    confidence.textContent = `Not a number: ${reading.reason}${guess}`;
+  }
+  showBoxes(reading.digits, reading.is_number);
+  seenDigits.replaceChildren(...reading.digits.map((digit, i) => {
+    const image = document.createElement("img");
+    image.src = digit.seen;
+    image.alt = `What the network saw of digit ${i + 1}, read as ${digit.digit}`;
+    return image;
+  }));
+}
+
+function showBoxes(digits, allClear) {
+  // Boxes come in the pixels of the image the server read: the canvas, or an uploaded image drawn in it.
+  const frame = fromUpload ? placement : { scale: 1, left: 0, top: 0 };
+  boxes.replaceChildren();
+  if (!frame) return;  // an upload the browser cannot show
+  for (const digit of digits) {
+    const [x0, y0, x1, y1] = digit.box.map((v, i) => (i % 2 ? frame.top : frame.left) + frame.scale * v);
+    const box = document.createElement("div");
+    box.className = "digit-box";
+    box.classList.toggle("unclear", !allClear && digit.confidence < 0.5);
+    box.dataset.testid = "digit-box";
+    box.dataset.digit = String(digit.digit);
+    Object.assign(box.style, { left: `${(100 * x0) / canvas.width}%`, top: `${(100 * y0) / canvas.height}%`,
+                               width: `${(100 * (x1 - x0)) / canvas.width}%`,
+                               height: `${(100 * (y1 - y0)) / canvas.height}%` });
+    const label = document.createElement("span");
+    label.textContent = `${digit.digit} · ${(100 * digit.confidence).toFixed(0)} %`;
+    box.setAttribute("aria-label", `digit ${digit.digit}, ${(100 * digit.confidence).toFixed(1)} percent confident`);
+    box.append(label);
+    boxes.append(box);
+  }
+}
+
 function showNothing() {
   askFeedback(null);
   errorBox.hidden = true;
   result.classList.remove("not-digit", "loading");
   prediction.textContent = "?";
-  confidence.textContent = "Draw a digit to start.";
+  numberOut.textContent = "?";
+  confidence.textContent = MODES[mode].start;
   showBars(null, null);
   preview.removeAttribute("src");
+  boxes.replaceChildren();
+  seenDigits.replaceChildren();
 }
 
 function showError(message) {
   askFeedback(null);
   prediction.textContent = "?";
+  numberOut.textContent = "?";
   confidence.textContent = "";
   showBars(null, null);
   preview.removeAttribute("src");
+  boxes.replaceChildren();
+  seenDigits.replaceChildren();
   errorBox.textContent = message;
   errorBox.hidden = false;
 }
@@ -305,6 +377,30 @@ function showFeedbackStatus(message, isError) {
   feedbackStatus.textContent = message;
   feedbackStatus.classList.toggle("error", isError);
 }
+
+// --- modes: one digit, or a number -----------------------------------------------------------
+
+function setMode(next) {
+  if (next === mode) return;
+  mode = next;
+  document.body.classList.toggle("number-mode", mode === "number");
+  for (const [name, button] of Object.entries(modeButtons)) button.setAttribute("aria-pressed", String(name === mode));
+  canvas.width = MODES[mode].width;  // the strokes stay where they were drawn
+  canvas.height = MODES[mode].height;
+  canvas.setAttribute("aria-label", MODES[mode].label);
+  title.textContent = MODES[mode].title;
+  hint.textContent = MODES[mode].hint;
+  latest += 1;  // an answer on its way is for the other mode
+  if (inflight) inflight.abort();
+  redraw();
+  showNothing();
+  if (!isEmpty()) {
+    fromUpload = false;  // the upload, as drawn on the new canvas, is what is read now
+    schedulePrediction();
+  }
+}
+
+for (const [name, button] of Object.entries(modeButtons)) button.addEventListener("click", () => setMode(name));
 
 buildBars();
 buildFeedback();

@@ -1,0 +1,221 @@
+"""Reading whole numbers: `python -m digitrec.bench.numbers [--checkpoint CKPT] [--count 500] [--seed 0]`.
+
+Builds a seeded set of numbers of 2 to 8 digits from MNIST test digits, placed in a row with gaps of
+four classes (sizes in pixels at a 28-pixel digit height: the MNIST frame): separated (4 to 10 px
+between the digits' ink), near (1 to 3 px), touching (0 px) and overlapping (1 to 2 px of overlap);
+each number at its own size (digits 32 to 96 px high), each digit scaled ±15 % and moved up or down by
+up to 8 % of the digit height, dark ink on light, slightly noisy paper. Each is read with
+`DigitPredictor.read`; the tables give, by gap class and by length, the exact readings, the digits read
+right (matched by position: a digit in a split or merged reading is wrong), the segmentation mistakes
+and the time per reading (from the decoded image); then the exact readings by gap class and length
+together, the accuracy of the same digits one by one through `predict` (what the classifier allows),
+and the time of a 4-digit reading of a 1000×300 image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from digitrec.errors import ConfigError, exit_on_user_error
+
+if TYPE_CHECKING:
+    from digitrec.inference.predictor import DigitPredictor
+
+GAPS = {"separated": (4.0, 10.0), "near": (1.0, 3.0), "touching": (0.0, 0.0), "overlapping": (-2.0, -1.0)}
+LENGTHS = range(2, 9)
+MISTAKES = ("split", "merged", "missed", "order")
+INK = 0.3  # of the peak: a digit's box is where its ink is above this (what the reader's mask keeps)
+
+
+@dataclass(frozen=True)
+class Number:
+    image: np.ndarray  # H×W uint8, dark ink on light paper
+    text: str
+    picks: list[int]  # the digits' indices in the set they came from
+    boxes: list[tuple[int, int, int, int]]  # each digit's ink box: x0, y0, x1, y1 (exclusive)
+    gap: str
+
+
+def make_number(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator, length: int, gap: str,
+                digit_height: float | None = None) -> Number:
+    """A number of `length` random digits (28×28 uint8, light on dark) in a row, as described above."""
+    height = digit_height or rng.uniform(32, 96)
+    scale = height / 28
+    picks = rng.integers(0, len(digits), length)
+    patches, tops, lefts, x = [], [], [], 0
+    for i, pick in enumerate(picks):
+        digit = digits[pick].astype(np.float32) / 255
+        columns = np.flatnonzero(digit.max(0) > 0)
+        digit = digit[:, columns[0] : columns[-1] + 1]
+        size = scale * rng.uniform(0.85, 1.15)
+        patch = Image.fromarray(digit).resize((max(1, round(digit.shape[1] * size)), round(28 * size)),
+                                              Image.Resampling.BILINEAR)
+        patches.append(np.clip(np.asarray(patch), 0, 1))
+        if i:
+            x += round(rng.uniform(*GAPS[gap]) * scale)
+        lefts.append(x)
+        tops.append(round(height - patches[-1].shape[0] + rng.uniform(-0.08, 0.08) * height))  # bottoms in line
+        x += patches[-1].shape[1]
+    margin = round(0.3 * height)
+    top = min(tops)
+    canvas = np.zeros((max(t + p.shape[0] for t, p in zip(tops, patches)) - top + 2 * margin, x + 2 * margin),
+                      np.float32)
+    boxes = []
+    for patch, t, left in zip(patches, tops, lefts):
+        y0, x0 = t - top + margin, left + margin
+        window = canvas[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]]
+        np.maximum(window, patch, out=window)
+        rows, cols = np.nonzero(patch > INK * patch.max())
+        boxes.append((x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1))
+    paper = rng.uniform(225, 255)
+    pixels = paper - (paper - rng.uniform(0, 60)) * canvas + rng.normal(0, rng.uniform(0, 6), canvas.shape)
+    return Number(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "".join(str(int(labels[p])) for p in picks),
+                  [int(p) for p in picks], boxes, gap)
+
+
+def make_numbers(digits: np.ndarray, labels: np.ndarray, count: int, seed: int) -> list[Number]:
+    """`count` numbers, their lengths and gap classes drawn evenly."""
+    rng = np.random.default_rng(seed)
+    return [make_number(digits, labels, rng, int(rng.choice(LENGTHS)), str(rng.choice(list(GAPS))))
+            for _ in range(count)]
+
+
+def judge(reading: dict[str, Any], number: Number) -> dict[str, int]:
+    """Digits read right and segmentation mistakes of one reading, by matching boxes horizontally: each digit
+    read goes to the true digit its box overlaps most; one covering over half of two true digits is merged."""
+    truth = [(b[0], b[2]) for b in number.boxes]
+    found = [(d["box"][0], d["box"][2]) for d in reading["digits"]]
+    overlap = np.array([[max(0, min(f[1], t[1]) - max(f[0], t[0])) for t in truth] for f in found]).reshape(
+        len(found), len(truth))
+    widths = np.array([t[1] - t[0] for t in truth])
+    merged = [k for k in range(len(found)) if (overlap[k] > widths / 2).sum() >= 2]
+    owner = [int(row.argmax()) if row.max() > 0 else -1 for row in overlap]
+    covered = {t for k in merged for t in np.flatnonzero(overlap[k] > widths / 2)}
+    counts = [owner.count(t) for t in range(len(truth))]
+    right = sum(1 for k, t in enumerate(owner) if t >= 0 and counts[t] == 1 and k not in merged
+                and reading["digits"][k]["digit"] == int(number.text[t]))
+    one_each = not merged and counts == [1] * len(truth)
+    return {"exact": int(reading["text"] == number.text), "right": right, "digits": len(truth),
+            "split": sum(c > 1 for c in counts), "merged": len(merged),
+            "missed": sum(1 for t, c in enumerate(counts) if c == 0 and t not in covered),
+            "order": int(one_each and owner != sorted(owner))}
+
+
+def run(predictor: DigitPredictor, numbers: list[Number]) -> list[dict[str, Any]]:
+    """Each number read and judged, with the time the reading took (seconds)."""
+    rows = []
+    for number in numbers:
+        start = time.perf_counter()
+        reading = predictor.read(number.image)
+        seconds = time.perf_counter() - start
+        rows.append({"gap": number.gap, "length": len(number.text), "seconds": seconds, **judge(reading, number)})
+    return rows
+
+
+def table(rows: list[dict[str, Any]], key: str, values: Sequence[Any]) -> str:
+    lines = [f"| {key} | numbers | exact | digits right | " + " | ".join(MISTAKES) + " | ms per reading (p50) |",
+             "|---|---:|---:|---:|" + "---:|" * len(MISTAKES) + "---:|"]
+    for value in [*values, "all"]:
+        group = [r for r in rows if value == "all" or r[key] == value]
+        if not group:
+            continue
+        exact = 100 * sum(r["exact"] for r in group) / len(group)
+        right = 100 * sum(r["right"] for r in group) / sum(r["digits"] for r in group)
+        mistakes = " | ".join(str(sum(r[m] for r in group)) for m in MISTAKES)
+        ms = 1000 * statistics.median(r["seconds"] for r in group)
+        lines.append(f"| {value} | {len(group)} | {exact:.1f} % | {right:.1f} % | {mistakes} | {ms:.1f} |")
+    return "\n".join(lines)
+
+
+def grid(rows: list[dict[str, Any]]) -> str:
+    """Exact readings by gap class (rows) and length (columns): each cell's % and how many numbers."""
+    lines = ["| exact (numbers) | " + " | ".join(f"{n} digits" for n in LENGTHS) + " |",
+             "|---|" + "---:|" * len(LENGTHS)]
+    for gap in GAPS:
+        cells = []
+        for length in LENGTHS:
+            group = [r["exact"] for r in rows if r["gap"] == gap and r["length"] == length]
+            cells.append(f"{100 * sum(group) / len(group):.0f} % ({len(group)})" if group else "–")
+        lines.append(f"| {gap} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def alone_accuracy(predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray, numbers: list[Number]) -> float:
+    """Accuracy of `predict` on the numbers' digits one by one, as 28×28 MNIST images: what the reader
+    could at best do per digit (an n-digit number is read right at best this to the n-th)."""
+    picks = [p for number in numbers for p in number.picks]
+    answers = predictor.predict_batch(list(digits[picks]))
+    return float(np.mean([a["digit"] == labels[p] for a, p in zip(answers, picks)]))
+
+
+def wide_image_ms(predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray, seed: int,
+                  repeats: int) -> tuple[float, float]:
+    """p50 and p95 (ms) of reading a separated 4-digit number written 180 px high on a 1000×300 image."""
+    number = make_number(digits, labels, np.random.default_rng(seed), 4, "separated", digit_height=180)
+    image = np.full((300, 1000), int(np.median(number.image)), np.uint8)
+    part = number.image[:300, :1000]
+    top, left = (300 - part.shape[0]) // 2, (1000 - part.shape[1]) // 2
+    image[top : top + part.shape[0], left : left + part.shape[1]] = part
+    predictor.read(image)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.read(image)
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch  # torch and the networks: only when run
+
+    from digitrec.bench.machine import cpu_model
+    from digitrec.data.mnist import default_data_dir, load_split, raw_dir
+    from digitrec.inference.checkpoints import resolve_checkpoint
+    from digitrec.inference.predictor import DigitPredictor
+
+    parser = argparse.ArgumentParser(prog="python -m digitrec.bench.numbers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a .ckpt or a run folder (default: the newest *-best.ckpt under outputs/)")
+    parser.add_argument("--count", type=int, default=500, help="numbers to read (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=50, help="readings of the 1000×300 image timed (default 50)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: $DIGITREC_DATA_DIR or data/")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--count, --repeats and --threads must be positive.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    split = load_split(raw_dir(args.data_dir or default_data_dir()), train=False)
+    digits, labels = split.images[:, 0].numpy(), split.labels.numpy()
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    predictor = DigitPredictor(checkpoint, device="cpu")
+    numbers = make_numbers(digits, labels, args.count, args.seed)
+    rows = run(predictor, numbers)
+    print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
+          f"{predictor.temperature_source}); {args.count} numbers from MNIST test digits, seed {args.seed}\n")
+    print(table(rows, "gap", list(GAPS)) + "\n")
+    print(table(rows, "length", list(LENGTHS)) + "\n")
+    print(grid(rows) + "\n")
+    alone = alone_accuracy(predictor, digits, labels, numbers)
+    print(f"The same digits one by one through predict (28×28 MNIST): {100 * alone:.2f} % right; at best "
+          + ", ".join(f"{100 * alone ** n:.1f} %" for n in (2, 4, 8)) + " of 2, 4 and 8-digit numbers read exactly")
+    p50, p95 = wide_image_ms(predictor, digits, labels, args.seed, args.repeats)
+    print(f"A separated 4-digit number on a 1000×300 image: {p50:.1f} ms per reading (p50), {p95:.1f} ms (p95), "
+          f"{args.repeats} readings")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
