@@ -11,8 +11,15 @@ from typing import Any
 from digitrec.errors import ConfigError
 
 
-def in_range(value: Any, low: float = -math.inf, high: float = math.inf, *, integer: bool = False,
-             open_low: bool = False, open_high: bool = False) -> bool:
+def in_range(
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    integer: bool = False,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> bool:
     """Whether `value` is a number (an int if `integer`; never a bool, which Python counts as an int) within the bounds."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         return False
@@ -21,8 +28,14 @@ def in_range(value: Any, low: float = -math.inf, high: float = math.inf, *, inte
     return above and below
 
 
-def describe_range(low: float = -math.inf, high: float = math.inf, *, integer: bool = False,
-                   open_low: bool = False, open_high: bool = False) -> str:
+def describe_range(
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    integer: bool = False,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> str:
     """`in_range`'s bounds in words: 'a positive integer', 'a number in (0, 1)', ..."""
     kind = "integer" if integer else "number"
     if high == math.inf and low == 0:
@@ -35,8 +48,17 @@ def describe_range(low: float = -math.inf, high: float = math.inf, *, integer: b
     return f"{article} {kind} in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
 
 
-def check_range(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, integer: bool = False,
-                open_low: bool = False, open_high: bool = False, hint: str = "") -> Any:
+def check_range(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    integer: bool = False,
+    open_low: bool = False,
+    open_high: bool = False,
+    hint: str = "",
+) -> Any:
     """`value` itself if `in_range`, else a `ConfigError`: '<name> must be <range><hint>, got <value>.'"""
     if not in_range(value, low, high, integer=integer, open_low=open_low, open_high=open_high):
         bounds = describe_range(low, high, integer=integer, open_low=open_low, open_high=open_high)

@@ -70,8 +70,10 @@ def mnist_dir() -> Path:
     folder = default_data_dir()
     missing = [s for s in FILES if not any((raw_dir(folder) / (s + e)).is_file() for e in ("", ".gz"))]
     if missing:
-        pytest.fail(f"Real MNIST not found in {raw_dir(folder)} (missing {missing}): restore the repository's "
-                    "data/MNIST/raw (git checkout -- data) or point DIGITREC_DATA_DIR at a copy.")
+        pytest.fail(
+            f"Real MNIST not found in {raw_dir(folder)} (missing {missing}): restore the repository's "
+            "data/MNIST/raw (git checkout -- data) or point DIGITREC_DATA_DIR at a copy."
+        )
     return folder
 
 
@@ -79,8 +81,14 @@ def run_train(*overrides: str, cwd: Path = REPO, check: bool = True, timeout: in
     """Run the real `train.py` entry point in a subprocess with Hydra overrides."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: argparse wants flags first
-    cmd = [sys.executable, str(REPO / "train.py"), *flags, "trainer.enable_progress_bar=false",
-           "trainer.enable_model_summary=false", *(o for o in overrides if not o.startswith("-"))]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *flags,
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        *(o for o in overrides if not o.startswith("-")),
+    ]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -117,6 +125,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pa
 
     Returns a run directory of this worker's own, to write beside.
     """
+
     def train(folder: Path) -> None:
         run_train("model=mlp", "trainer.max_epochs=2", f"data.data_dir={mnist_dir}", f"hydra.run.dir={folder}")
 
@@ -151,10 +160,15 @@ def postgres_url() -> Iterator[str]:
 
     bin_dir = _postgres_bin()
     as_root = os.geteuid() == 0
-    missing = ("PostgreSQL's initdb (Debian: apt-get install postgresql)" if bin_dir is None
-               else "the psycopg driver (pip install 'digitrec[serve]')" if importlib.util.find_spec("psycopg") is None
-               else "a 'postgres' user to run the server as (it refuses root)"
-               if as_root and "postgres" not in {u.pw_name for u in pwd.getpwall()} else None)
+    missing = (
+        "PostgreSQL's initdb (Debian: apt-get install postgresql)"
+        if bin_dir is None
+        else "the psycopg driver (pip install 'digitrec[serve]')"
+        if importlib.util.find_spec("psycopg") is None
+        else "a 'postgres' user to run the server as (it refuses root)"
+        if as_root and "postgres" not in {u.pw_name for u in pwd.getpwall()}
+        else None
+    )
     if missing:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"PostgreSQL tests need {missing}.")
     folder = Path(tempfile.mkdtemp(prefix="digitrec-postgres-"))  # not under pytest's root-only folders
@@ -169,16 +183,30 @@ def postgres_url() -> Iterator[str]:
     data = folder / "data"
 
     def run(*args: str) -> None:
-        proc = subprocess.run([str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, timeout=120,
-                              check=False, **user)
+        proc = subprocess.run(
+            [str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, timeout=120, check=False, **user
+        )
         if proc.returncode != 0:
             log = folder / "server.log"
-            raise RuntimeError(f"{args[0]} failed:\n{proc.stdout}{proc.stderr}{log.read_text() if log.is_file() else ''}")
+            raise RuntimeError(
+                f"{args[0]} failed:\n{proc.stdout}{proc.stderr}{log.read_text() if log.is_file() else ''}"
+            )
 
     try:
         run("initdb", "-D", str(data), "-U", "digitrec", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "-o",
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} -c fsync=off", "start")
+        run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} -c fsync=off",
+            "start",
+        )
         yield f"postgresql+psycopg://digitrec@127.0.0.1:{port}/postgres"
     finally:
         if (data / "postmaster.pid").is_file():

@@ -26,14 +26,25 @@ from digitrec.errors import ConfigError
 from digitrec.models import MODELS, build_model, count_parameters
 from digitrec.training.precision import cpu_has_bf16
 
-TINY = setup.Plan(warmup_steps=1, measured_steps=2, segment=1, val_batches=2, eval_repeats=1,
-                  matmul_repeats=1, augment_batches=1, per_sample_batches=1)
+TINY = setup.Plan(
+    warmup_steps=1,
+    measured_steps=2,
+    segment=1,
+    val_batches=2,
+    eval_repeats=1,
+    matmul_repeats=1,
+    augment_batches=1,
+    per_sample_batches=1,
+)
 
 
 @pytest.fixture
 def restore_determinism() -> Iterator[None]:
     """The project's Trainer turns on deterministic algorithms process-wide; undo it after the test."""
-    before, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    before, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
@@ -61,7 +72,10 @@ def test_flops_of_a_conv_layer_match_the_formula(stride: int, groups: int) -> No
 
 def test_flops_are_per_image_and_leave_the_network_as_found() -> None:
     net = build_model("mlp").train()
-    one, many = measure.forward_flops(net, torch.zeros(1, 1, 28, 28)), measure.forward_flops(net, torch.zeros(6, 1, 28, 28))
+    one, many = (
+        measure.forward_flops(net, torch.zeros(1, 1, 28, 28)),
+        measure.forward_flops(net, torch.zeros(6, 1, 28, 28)),
+    )
     assert one == many
     assert net.training
     assert all(not m._forward_hooks for m in net.modules())
@@ -89,11 +103,20 @@ def test_matmul_peak_is_a_positive_rate() -> None:
 
 
 def test_timeline_splits_steps_iterations_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = iter([0.0, 1.0,  # step 0 (warm-up)
-                  3.0, 4.0,  # step 1: 2 s of data, 1 s of step
-                  4.5, 6.5,  # step 2
-                  7.0,  # validation starts
-                  9.0, 10.0, 10.5])  # three validation batches of 4, 4 and 2 images
+    clock = iter(
+        [
+            0.0,
+            1.0,  # step 0 (warm-up)
+            3.0,
+            4.0,  # step 1: 2 s of data, 1 s of step
+            4.5,
+            6.5,  # step 2
+            7.0,  # validation starts
+            9.0,
+            10.0,
+            10.5,
+        ]
+    )  # three validation batches of 4, 4 and 2 images
     monkeypatch.setattr(timeline.time, "perf_counter", lambda: next(clock))
     tl = timeline.Timeline()
     for _ in range(3):
@@ -123,20 +146,31 @@ def test_parse_models_names_the_valid_ones() -> None:
         parse_models("mlp,vgg")
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--models", "vgg"], "valid models"), (["--threads", "0"], "positive number of threads"),
-    (["--json", "."], "not a writable file path")])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "vgg"], "valid models"),
+        (["--threads", "0"], "positive number of threads"),
+        (["--json", "."], "not a writable file path"),
+    ],
+)
 def test_bad_arguments_are_config_errors(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         bench_main.__wrapped__([*argv, "--quick"])  # the undecorated entry point
 
 
 def test_a_bad_argument_ends_the_command_with_one_error_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "digitrec.bench", "--quick", "--models", "mlp,vgg"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitrec.bench", "--quick", "--models", "mlp,vgg"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: --models 'mlp,vgg': unknown model(s) vgg; valid models: {', '.join(MODELS)}."]
+        f"error: --models 'mlp,vgg': unknown model(s) vgg; valid models: {', '.join(MODELS)}."
+    ]
 
 
 def test_per_sample_items_are_normalised_images(tiny_data: MNISTDataModule) -> None:
@@ -147,7 +181,9 @@ def test_per_sample_items_are_normalised_images(tiny_data: MNISTDataModule) -> N
     assert x.min() < 0  # background pixels are below the mean after normalisation
     torch.manual_seed(0)
     warped = PerSampleMNIST(train.images, train.labels, per_sample_transforms(train=True))
-    assert not torch.equal(torch.stack([warped[i][0] for i in range(8)]), torch.stack([dataset[i][0] for i in range(8)]))
+    assert not torch.equal(
+        torch.stack([warped[i][0] for i in range(8)]), torch.stack([dataset[i][0] for i in range(8)])
+    )
 
 
 def test_plain_loop_records_every_step_and_validation_batch(tiny_data: MNISTDataModule, tmp_path: Path) -> None:
@@ -163,7 +199,9 @@ def test_one_model_through_all_pipelines(tiny_data: MNISTDataModule, tmp_path: P
     assert set(result["epoch_seconds"]) == {"trainer_fit", "per_sample", "plain_loop"}
     numbers = [v for v in result.values() if isinstance(v, float)] + list(result["epoch_seconds"].values())
     assert all(math.isfinite(v) and v > 0 for v in numbers)
-    assert result["train_gflops"] == pytest.approx(3 * result["forward_mflops"] * 1e6 * result["train_images_per_s"] / 1e9)
+    assert result["train_gflops"] == pytest.approx(
+        3 * result["forward_mflops"] * 1e6 * result["train_images_per_s"] / 1e9
+    )
     assert len(report.table_row("cnn", result)) == len(report.COLUMNS)
     assert "eval_images_per_s_4x_batch" in result
 
@@ -182,8 +220,14 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
     env = {**os.environ, "DIGITREC_DATA_DIR": str(mnist_dir)}
     # one thread and the mlp alone keep this well under a minute on a busy 2-core machine;
     # the conv path through the same code is covered by test_one_model_through_all_pipelines
-    proc = subprocess.run([sys.executable, "-m", "digitrec.bench", "--quick", "--models", "mlp", "--threads", "1",
-                           "--json", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitrec.bench", "--quick", "--models", "mlp", "--threads", "1", "--json", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("digitrec benchmark (quick)") and "threads: 1" in lines[0]
@@ -198,24 +242,41 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path: Path, mnist_dir: 
     assert any(re.match(r"- eval img/s: batch 256, .* against batch 1024: mlp \d+\.\d\d×\.$", line) for line in lines)
 
     result = json.loads(out.read_text())
-    assert {"environment", "plan", "matmul_gflops", "augmentation", "models", "batch_size", "eval_batch_size",
-            "train_images", "val_images"} <= set(result)
+    assert {
+        "environment",
+        "plan",
+        "matmul_gflops",
+        "augmentation",
+        "models",
+        "batch_size",
+        "eval_batch_size",
+        "train_images",
+        "val_images",
+    } <= set(result)
     assert set(result["models"]) == {"mlp"}
-    assert {"parameters", "forward_mflops", "train_images_per_s", "eval_images_per_s", "train_gflops",
-            "train_peak_fraction", "epoch_seconds", "epoch_peak_fraction", "speedup_vs_per_sample",
-            "fit_vs_plain"} <= set(result["models"]["mlp"])
+    assert {
+        "parameters",
+        "forward_mflops",
+        "train_images_per_s",
+        "eval_images_per_s",
+        "train_gflops",
+        "train_peak_fraction",
+        "epoch_seconds",
+        "epoch_peak_fraction",
+        "speedup_vs_per_sample",
+        "fit_vs_plain",
+    } <= set(result["models"]["mlp"])
     assert {"batched_images_per_s", "per_sample_images_per_s", "ratio"} <= set(result["augmentation"])
     assert result["environment"]["threads"] == 1 and result["environment"]["mode"] == "quick"
     assert result["environment"]["auto_precision"] == auto
 
 
-def test_training_variants_each_get_a_rate_against_the_first(tiny_data: MNISTDataModule, tmp_path: Path,
-                                                             restore_determinism: None,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_variants_each_get_a_rate_against_the_first(
+    tiny_data: MNISTDataModule, tmp_path: Path, restore_determinism: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     compiled: list[nn.Module] = []  # a real torch.compile costs ~30 s here: record the call instead
     monkeypatch.setattr(training.torch, "compile", lambda net: compiled.append(net) or net)
-    variants = {"default": ((), False), "bf16": (("trainer.precision=bf16-mixed",), False),
-                "compiled": ((), True)}
+    variants = {"default": ((), False), "bf16": (("trainer.precision=bf16-mixed",), False), "compiled": ((), True)}
     result = training.bench_variants("mlp", tiny_data, tmp_path, plan=TINY, variants=variants)
     assert len(compiled) == 1 and isinstance(compiled[0], type(build_model("mlp")))
     assert list(result) == ["default", "bf16", "compiled"]
@@ -231,5 +292,7 @@ def test_extra_overrides_replace_the_benchmarks_own(tmp_path: Path) -> None:
     cfg = setup.compose_config("cnn", TINY, tmp_path, ["trainer.limit_val_batches=0", "module.channels_last=false"])
     assert cfg.trainer.limit_val_batches == 0 and cfg.module.channels_last is False
     assert cfg.trainer.precision == "32-true"  # fp32 tables on every CPU, against the fp32 matmul peak
-    assert setup.compose_config("cnn", TINY, tmp_path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    assert (
+        setup.compose_config("cnn", TINY, tmp_path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    )
     assert cfg.trainer.limit_train_batches == TINY.warmup_steps + TINY.measured_steps

@@ -54,13 +54,16 @@ def test_every_combination_composes_and_builds(model, optimizer, scheduler, tmp_
     assert opt_cfg["optimizer"].defaults["fused"] is True  # one kernel per step where the optimizer has one
 
 
-@pytest.mark.parametrize("precision, optimizer_extra, fused", [
-    ("32-true", {}, True),
-    ("bf16-mixed", {}, None),  # Lightning's AMP plugin will not clip a fused optimizer's gradients
-    ("16-mixed", {}, None),
-    ("32-true", {"foreach": True}, None),  # the config's own choice wins
-    ("32-true", {"fused": False}, False),
-])
+@pytest.mark.parametrize(
+    "precision, optimizer_extra, fused",
+    [
+        ("32-true", {}, True),
+        ("bf16-mixed", {}, None),  # Lightning's AMP plugin will not clip a fused optimizer's gradients
+        ("16-mixed", {}, None),
+        ("32-true", {"foreach": True}, None),  # the config's own choice wins
+        ("32-true", {"fused": False}, False),
+    ],
+)
 def test_optimizer_is_fused_unless_fp16_scaling_or_configured(precision, optimizer_extra, fused) -> None:
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, **optimizer_extra}
     module = DigitClassifier(net="mlp", optimizer=optimizer, scheduler=None)
@@ -86,8 +89,16 @@ def test_callbacks_and_loggers_instantiate(tmp_path: Path) -> None:
 
 def test_the_arguments_users_override_need_no_plus(tmp_path: Path) -> None:
     """Listed in their files, so that a plain override works: no `+`, no recipe needed first."""
-    cfg = compose_train(["data.corruption_p=0.3", "model.channels=[64,128]", "module.label_smoothing=0.1",
-                         "trainer.max_steps=10", "optimizer.weight_decay=0"], tmp_path)
+    cfg = compose_train(
+        [
+            "data.corruption_p=0.3",
+            "model.channels=[64,128]",
+            "module.label_smoothing=0.1",
+            "trainer.max_steps=10",
+            "optimizer.weight_decay=0",
+        ],
+        tmp_path,
+    )
     assert cfg.data.corruption_p == 0.3 and list(cfg.model.channels) == [64, 128]
     module = instantiate(cfg.module)
     assert module.hparams.label_smoothing == 0.1 and module.hparams.net["channels"] == [64, 128]
@@ -131,17 +142,30 @@ def test_bad_values_fail_before_any_data_is_read(tmp_path: Path) -> None:
     options.mkdir(parents=True)
     for name, (yaml, _) in BAD_VALUES.items():
         (options / f"{name}.yaml").write_text(f"# @package _global_\n{yaml}\n")
-    run_train("-m", f"--config-dir={tmp_path / 'conf'}", f"+bad={','.join(BAD_VALUES)}", "trainer.fast_dev_run=true",
-              f"data.data_dir={tmp_path / 'no-data'}", "+data.download=false", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    run_train(
+        "-m",
+        f"--config-dir={tmp_path / 'conf'}",
+        f"+bad={','.join(BAD_VALUES)}",
+        "trainer.fast_dev_run=true",
+        f"data.data_dir={tmp_path / 'no-data'}",
+        "+data.download=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     for job, (name, (_, message)) in enumerate(BAD_VALUES.items()):
         summary = json.loads((tmp_path / "sweep" / f"{job}_cnn" / "summary.json").read_text())
         assert summary["status"] == "failed" and re.match(message, summary["error"]), (name, summary)
 
 
 def test_a_bad_value_is_one_error_line_before_training(tmp_path: Path) -> None:
-    proc = run_train("optimizer._target_=torch.optim.NoSuchOptimizer", "trainer.fast_dev_run=true",
-                     f"hydra.run.dir={tmp_path / 'run'}", f"data.data_dir={tmp_path / 'no-data'}",
-                     "+data.download=false", check=False, timeout=120)
+    proc = run_train(
+        "optimizer._target_=torch.optim.NoSuchOptimizer",
+        "trainer.fast_dev_run=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.data_dir={tmp_path / 'no-data'}",
+        "+data.download=false",
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 1
     output = proc.stdout + proc.stderr
     assert "Traceback" not in output
@@ -152,13 +176,19 @@ def test_a_bad_value_is_one_error_line_before_training(tmp_path: Path) -> None:
     assert "Epoch 0" not in output
 
 
-@pytest.mark.parametrize("optimizer, scheduler, message", [
-    ({"lrr": 0.1}, None, "Cannot build optimizer"),  # an argument the optimizer does not take
-    ({"betas": "abc"}, None, "Cannot build optimizer"),
-    ({}, {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "eta_minn": 0},
-     "Cannot build scheduler"),
-    ({}, {"_target_": "torch.optim.lr_scheduler.NoSuchLR", "_partial_": True}, "Cannot build scheduler"),
-])
+@pytest.mark.parametrize(
+    "optimizer, scheduler, message",
+    [
+        ({"lrr": 0.1}, None, "Cannot build optimizer"),  # an argument the optimizer does not take
+        ({"betas": "abc"}, None, "Cannot build optimizer"),
+        (
+            {},
+            {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "eta_minn": 0},
+            "Cannot build scheduler",
+        ),
+        ({}, {"_target_": "torch.optim.lr_scheduler.NoSuchLR", "_partial_": True}, "Cannot build scheduler"),
+    ],
+)
 def test_optimizer_and_scheduler_are_checked_when_the_module_is_built(optimizer, scheduler, message) -> None:
     """train.py builds the module before any data is read, so these errors come first."""
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, **optimizer}
@@ -179,8 +209,10 @@ def test_gpu_ddp_recipe_on_cpus_drops_syncbatchnorm_or_points_at_ddp_cpu(tmp_pat
 def test_a_mistyped_key_on_the_command_line_names_the_key_meant(tmp_path: Path) -> None:
     proc = run_train("trainer.max_epoch=3", f"hydra.run.dir={tmp_path}", check=False, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == ("error: trainer.max_epoch is not a key of the configuration; did you mean "
-                                   "trainer.max_epochs? (To add a new key: +trainer.max_epoch=...)")
+    assert proc.stderr.strip() == (
+        "error: trainer.max_epoch is not a key of the configuration; did you mean "
+        "trainer.max_epochs? (To add a new key: +trainer.max_epoch=...)"
+    )
 
 
 def test_unknown_optimizer_group_lists_the_options(tmp_path: Path) -> None:
@@ -225,8 +257,15 @@ class _Line(L.LightningModule):
 def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
     module, decay = _Line(), 0.6
-    trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=decay)], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[EMA(decay=decay)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, data)
     expected = module.history[0]  # the first update copies the weights
     for n, weights in enumerate(module.history[1:], start=1):
@@ -241,8 +280,15 @@ def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None
 def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, caplog) -> None:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
     for decay in (0.6, 0.9):  # 20 updates: (1+n)/(10+n) passes 0.6 at n = 13, 0.9 only at n = 80
-        trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=decay)], logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        trainer = L.Trainer(
+            max_epochs=1,
+            callbacks=[EMA(decay=decay)],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
         with caplog.at_level("WARNING", logger="digitrec.training.precision"):
             caplog.clear()
             trainer.fit(_Line(), data)
@@ -259,8 +305,15 @@ def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, 
 def test_ema_without_a_cap_follows_the_warm_up_and_never_warns(tmp_path: Path, caplog) -> None:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
     module = _Line()
-    trainer = L.Trainer(max_epochs=1, callbacks=[EMA(decay=None)], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[EMA(decay=None)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     with caplog.at_level("WARNING", logger="digitrec.training.precision"):
         trainer.fit(module, data)
     assert not [r for r in caplog.records if "EMA decay" in r.getMessage()]
@@ -294,13 +347,15 @@ def test_each_entry_point_has_its_own_help() -> None:
     import subprocess
     import sys
 
-    train = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True,
-                           check=True).stdout
+    train = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert train.startswith("python train.py [group=option ...]") and "powered by Hydra" not in train
     assert "trainer.max_epochs=N" in train and "python train.py -m model=mlp,cnn,deep_cnn" in train
     assert re.search(r"^model: cnn, deep_cnn, mlp, resnet, speednet$", train, re.M)  # the groups, from conf/
-    evaluate = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--help"], capture_output=True, text=True,
-                              check=True).stdout
+    evaluate = subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert evaluate.startswith("python evaluate.py [key=value ...]") and "ckpt_path=PATH" in evaluate
     assert "model:" not in evaluate and "experiment" not in evaluate  # not train's groups
 
@@ -312,21 +367,30 @@ def test_fast_dev_run_saves_no_checkpoint(tmp_path: Path) -> None:
     assert build_trainer(compose_train([], tmp_path)).checkpoint_callback is not None
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["trainer.max_epochs=abc"], r"^trainer.max_epochs must be an integer or null, got 'abc'\.$"),
-    (["model.dropout=abc"], r"^model.dropout must be a number, got 'abc'\.$"),
-    (["data.augment=maybe"], r"^data.augment must be true or false, got 'maybe'\.$"),
-    (["callbacks.early_stopping.patience=x"], r"^callbacks.early_stopping.patience must be an integer, got 'x'\.$"),
-    (["+trainer.max_epoch=3"], r"^trainer.max_epoch is not an argument of Trainer; did you mean trainer.max_epochs\?$"),
-    (["+optimizer.lrr=1"], r"^optimizer.lrr is not an argument of AdamW; did you mean optimizer.lr\?$"),
-    (["+model.widht=3"], r"^model.widht is not an argument of CNN; it takes channels, hidden, dropout, "),
-    (["scheduler=cosine", "+scheduler.eta_minn=0"], r"did you mean scheduler.eta_min\?"),
-    (["logger=csv", "+logger.csv.flush_logs_every_n_step=5"], r"did you mean logger.csv.flush_logs_every_n_steps\?"),
-    (["seed=abc"], r"^seed must be an integer, got 'abc'\.$"),
-    (["module.label_smoothing=high"], r"^module.label_smoothing must be a number, got 'high'\.$"),
-    (["test=maybe"], r"^test must be true or false, got 'maybe'\.$"),
-    (["+seeed=1"], r"^seeed is not an argument of the training config \(conf/train.yaml\); did you mean seed\?$"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.max_epochs=abc"], r"^trainer.max_epochs must be an integer or null, got 'abc'\.$"),
+        (["model.dropout=abc"], r"^model.dropout must be a number, got 'abc'\.$"),
+        (["data.augment=maybe"], r"^data.augment must be true or false, got 'maybe'\.$"),
+        (["callbacks.early_stopping.patience=x"], r"^callbacks.early_stopping.patience must be an integer, got 'x'\.$"),
+        (
+            ["+trainer.max_epoch=3"],
+            r"^trainer.max_epoch is not an argument of Trainer; did you mean trainer.max_epochs\?$",
+        ),
+        (["+optimizer.lrr=1"], r"^optimizer.lrr is not an argument of AdamW; did you mean optimizer.lr\?$"),
+        (["+model.widht=3"], r"^model.widht is not an argument of CNN; it takes channels, hidden, dropout, "),
+        (["scheduler=cosine", "+scheduler.eta_minn=0"], r"did you mean scheduler.eta_min\?"),
+        (
+            ["logger=csv", "+logger.csv.flush_logs_every_n_step=5"],
+            r"did you mean logger.csv.flush_logs_every_n_steps\?",
+        ),
+        (["seed=abc"], r"^seed must be an integer, got 'abc'\.$"),
+        (["module.label_smoothing=high"], r"^module.label_smoothing must be a number, got 'high'\.$"),
+        (["test=maybe"], r"^test must be true or false, got 'maybe'\.$"),
+        (["+seeed=1"], r"^seeed is not an argument of the training config \(conf/train.yaml\); did you mean seed\?$"),
+    ],
+)
 def test_every_group_is_checked_against_its_class_signature(overrides, message, tmp_path: Path) -> None:
     from digitrec.training.config import check_config
 
@@ -334,9 +398,14 @@ def test_every_group_is_checked_against_its_class_signature(overrides, message, 
         check_config(compose_train(overrides, tmp_path))
 
 
-@pytest.mark.parametrize("overrides", [[]] + [[f"experiment={e}"] for e in groups("experiment")]
-                         + [[f"trainer={t}"] for t in groups("trainer")] + [[f"debug={d}"] for d in groups("debug")]
-                         + [["optimizer=sgd", "scheduler=cosine", "logger=csv", "model=speednet"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[]]
+    + [[f"experiment={e}"] for e in groups("experiment")]
+    + [[f"trainer={t}"] for t in groups("trainer")]
+    + [[f"debug={d}"] for d in groups("debug")]
+    + [["optimizer=sgd", "scheduler=cosine", "logger=csv", "model=speednet"]],
+)
 def test_every_shipped_config_passes_the_check(overrides, tmp_path: Path) -> None:
     from digitrec.training.config import check_config
 

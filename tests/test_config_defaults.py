@@ -14,9 +14,16 @@ from omegaconf import OmegaConf
 from digitrec.training.config import _locate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-FILES = [*sorted(CONF.glob("data/*.yaml")), *sorted(CONF.glob("model/*.yaml")), *sorted(CONF.glob("optimizer/*.yaml")),
-         *sorted(CONF.glob("scheduler/*.yaml")), *sorted(CONF.glob("callbacks/*.yaml")),
-         *sorted(CONF.glob("logger/*.yaml")), CONF / "trainer" / "default.yaml", CONF / "train.yaml"]
+FILES = [
+    *sorted(CONF.glob("data/*.yaml")),
+    *sorted(CONF.glob("model/*.yaml")),
+    *sorted(CONF.glob("optimizer/*.yaml")),
+    *sorted(CONF.glob("scheduler/*.yaml")),
+    *sorted(CONF.glob("callbacks/*.yaml")),
+    *sorted(CONF.glob("logger/*.yaml")),
+    CONF / "trainer" / "default.yaml",
+    CONF / "train.yaml",
+]
 
 
 def marked_keys(text: str) -> set[str]:
@@ -65,11 +72,14 @@ def test_listed_arguments_carry_the_class_defaults_unless_marked(path: Path) -> 
                 continue  # required: the file's value is the only one
             checked += 1
             if f"{prefix}{key}" in marked:
-                assert plain(value) != plain(default), f"{path.name}: {prefix}{key} is marked digitrec but is the default"
+                assert plain(value) != plain(default), (
+                    f"{path.name}: {prefix}{key} is marked digitrec but is the default"
+                )
             else:
                 assert plain(value) == plain(default), (
                     f"{path.name}: {prefix}{key} = {value!r}, but {target.__qualname__} defaults to {default!r}; "
-                    "list the default, or mark a deliberate choice with `# digitrec`")
+                    "list the default, or mark a deliberate choice with `# digitrec`"
+                )
     assert checked or path.parent.name == "scheduler", f"{path.name} lists no argument with a default"
 
 

@@ -39,8 +39,19 @@ INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)*)`(?!`)")  # may wrap li
 COMMENT = re.compile(r"(^|\s)#.*$")
 ANGLE_PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 NUMBER_PLACEHOLDERS = {"S", "N"}  # seed=S, trainer.max_epochs=N
-HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
-                          "--config-dir", "-cd", "--experimental-rerun"}
+HYDRA_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ def entry_point_arguments(tokens: list[str]) -> tuple[str, list[str]] | None:
     for i, token in enumerate(tokens):
         name = Path(token).name
         if name in CONFIG_OF and i > 0 and (tokens[i - 1] in PYTHONS or tokens[0] == "torchrun"):
-            return CONFIG_OF[name], tokens[i + 1:]
+            return CONFIG_OF[name], tokens[i + 1 :]
     return None
 
 
@@ -107,8 +118,12 @@ def commands_in(path: Path, name: str | None = None) -> Iterator[Command]:
         found = entry_point_arguments(tokens)
         if found is not None:
             config, arguments = found
-            yield Command(f"{name}:{number}", " ".join(snippet.split()), config,
-                          tuple(fill_placeholders(a) for a in arguments if a != "..."))
+            yield Command(
+                f"{name}:{number}",
+                " ".join(snippet.split()),
+                config,
+                tuple(fill_placeholders(a) for a in arguments if a != "..."),
+            )
 
 
 COMMANDS = [command for page in PAGES for command in commands_in(page)]
@@ -163,8 +178,7 @@ def test_every_documented_command_composes(command: Command, tmp_path: Path) -> 
         try:
             compose_checked(command.config, overrides, tmp_path)
         except (HydraException, OmegaConfBaseException, DigitrecError) as e:  # say which command, as written
-            pytest.fail(f"{command.where}: `{command.text}` does not compose ({overrides}):\n"
-                        f"{type(e).__name__}: {e}")
+            pytest.fail(f"{command.where}: `{command.text}` does not compose ({overrides}):\n{type(e).__name__}: {e}")
 
 
 def test_the_docs_hold_commands_of_both_entry_points() -> None:
@@ -177,17 +191,23 @@ def test_the_docs_hold_commands_of_both_entry_points() -> None:
 
 def test_a_sweep_is_composed_once_per_job() -> None:
     assert list(each_job(["model=mlp,cnn", "seed=1", "trainer.max_epochs=1,2"])) == [
-        ["model=mlp", "seed=1", "trainer.max_epochs=1"], ["model=mlp", "seed=1", "trainer.max_epochs=2"],
-        ["model=cnn", "seed=1", "trainer.max_epochs=1"], ["model=cnn", "seed=1", "trainer.max_epochs=2"]]
+        ["model=mlp", "seed=1", "trainer.max_epochs=1"],
+        ["model=mlp", "seed=1", "trainer.max_epochs=2"],
+        ["model=cnn", "seed=1", "trainer.max_epochs=1"],
+        ["model=cnn", "seed=1", "trainer.max_epochs=2"],
+    ]
     assert list(each_job(["model.channels=[64,128]"])) == [["model.channels=[64,128]"]]
 
 
 def test_commands_are_found_in_blocks_inline_and_across_lines(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("Run `python train.py model=mlp\nseed=S` or `evaluate.py x=1`.\n\n"
-                    "```bash\npython evaluate.py 'ckpt_path=[a,b]' \\\n    tta=true   # an ensemble\n"
-                    "torchrun --nproc-per-node=2 train.py trainer=ddp_cpu hydra.run.dir=outputs/<run>\n"
-                    "make train ARGS=\"model=mlp trainer.max_epochs=5\"\n```\n", encoding="utf-8")
+    page.write_text(
+        "Run `python train.py model=mlp\nseed=S` or `evaluate.py x=1`.\n\n"
+        "```bash\npython evaluate.py 'ckpt_path=[a,b]' \\\n    tta=true   # an ensemble\n"
+        "torchrun --nproc-per-node=2 train.py trainer=ddp_cpu hydra.run.dir=outputs/<run>\n"
+        'make train ARGS="model=mlp trainer.max_epochs=5"\n```\n',
+        encoding="utf-8",
+    )
     found = [(c.where, c.config, c.arguments) for c in commands_in(page, name="page.md")]
     assert found == [
         ("page.md:5", "eval", ("ckpt_path=[a,b]", "tta=true")),

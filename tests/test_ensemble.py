@@ -44,6 +44,7 @@ def _member(source: Path, run: Path, noise: float, seed: int, **data_hparams) ->
 @pytest.fixture(scope="session")
 def ensemble(trained_run: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two members and their ensemble's report, built once per session (a folder all workers share)."""
+
     def build(root: Path) -> None:
         source = trained_run / "checkpoints" / "mlp-best.ckpt"
         members = [_member(source, root / f"run{i}", noise=0.3 * i, seed=i) for i in range(2)]
@@ -78,8 +79,9 @@ def test_ensemble_report_has_each_member_beside_the_mean(ensemble_report: dict, 
         assert member.with_name("mlp-best.calibration.json").is_file()
 
 
-def test_predictor_ensemble_is_the_mean_of_calibrated_member_probabilities(ensemble_report, members,
-                                                                            mnist_dir: Path) -> None:
+def test_predictor_ensemble_is_the_mean_of_calibrated_member_probabilities(
+    ensemble_report, members, mnist_dir: Path
+) -> None:
     batch = normalize(load_split(raw_dir(mnist_dir), train=False).images[:32].float() / 255)
     singles = [DigitPredictor(m, device="cpu").probabilities(batch) for m in members]
     together = DigitPredictor(members, device="cpu")
@@ -103,7 +105,7 @@ def test_tta_views_are_the_image_shifted_and_rotated() -> None:
     assert len(views) == len(TTA_VIEWS) == 7
     pixels = [v * MNIST_STD + MNIST_MEAN for v in views]
     torch.testing.assert_close(pixels[0], image, atol=1e-5, rtol=0)  # the first view is the image itself
-    for view, (dx, dy, degrees) in zip(pixels[1:5], TTA_VIEWS[1:5]):
+    for view, (dx, dy, _) in zip(pixels[1:5], TTA_VIEWS[1:5]):
         assert view[0, 0, 14 + dy, 14 + dx] == pytest.approx(1.0, abs=1e-5)
     bar = torch.zeros(1, 1, 28, 28)
     bar[0, 0, 14, 2:27] = 1.0  # a horizontal bar through the centre leans under the rotations, each its own way
@@ -128,6 +130,7 @@ def test_tta_in_evaluation_and_prediction(members: list[Path], mnist_dir: Path) 
 def test_cli_ensembles(members: list[Path], mnist_dir: Path, tmp_path: Path, capsys) -> None:
     image = tmp_path / "digit.png"
     from PIL import Image
+
     Image.fromarray(load_split(raw_dir(mnist_dir), train=False).images[0, 0].numpy()).save(image)
     args = [a for m in members for a in ("--checkpoint", str(m))]
     assert predict_main([*args, "--tta", "--json", str(image)]) == 0
@@ -147,9 +150,21 @@ def test_cli_ensembles(members: list[Path], mnist_dir: Path, tmp_path: Path, cap
 
 def test_evaluate_cli_takes_a_list_of_checkpoints(members: list[Path], mnist_dir: Path, tmp_path: Path) -> None:
     listed = ",".join(str(m) for m in members)
-    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), f"ckpt_path=[{listed}]",
-                           f"data_dir={mnist_dir}", f"output_dir={tmp_path / 'pair'}", "robustness=true",
-                           "robustness_images=100"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "evaluate.py"),
+            f"ckpt_path=[{listed}]",
+            f"data_dir={mnist_dir}",
+            f"output_dir={tmp_path / 'pair'}",
+            "robustness=true",
+            "robustness_images=100",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "pair" / "metrics.json").read_text())
     assert len(metrics["members"]) == 2 and "robustness" in metrics
@@ -162,10 +177,13 @@ def test_server_answers_as_the_ensemble_its_command_line_names(members: list[Pat
     from digitrec.serve.__main__ import _parser, load_predictor
     from digitrec.serve.app import create_app
 
-    predictor, _ = load_predictor(_parser().parse_args([a for m in members for a in ("--checkpoint", str(m))] + ["--tta"]))
+    predictor, _ = load_predictor(
+        _parser().parse_args([a for m in members for a in ("--checkpoint", str(m))] + ["--tta"])
+    )
     assert predictor.checkpoints == members and predictor.tta
     image = load_split(raw_dir(mnist_dir), train=False).images[0, 0].numpy()
     from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     with TestClient(create_app(predictor)) as client:
@@ -180,7 +198,12 @@ def test_server_answers_as_the_ensemble_its_command_line_names(members: list[Pat
 
 def test_server_command_names_a_missing_member(members: list[Path], tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.ckpt"
-    proc = subprocess.run([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(members[0]),
-                           "--checkpoint", str(missing)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitrec.serve", "--checkpoint", str(members[0]), "--checkpoint", str(missing)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and str(missing) in proc.stderr and len(proc.stderr.splitlines()) == 1

@@ -29,8 +29,14 @@ from digitrec.inference.checkpoints import find_newest_checkpoint, load_network
 
 def run_evaluate(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, str(REPO / "evaluate.py"), *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def strict_json(path: Path) -> dict:
@@ -44,6 +50,7 @@ def strict_json(path: Path) -> dict:
 def project(trained_run: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working folder whose outputs/ holds a copy of the trained run, then `python evaluate.py` run
     in it with no checkpoint given (it must find the run's best checkpoint itself); built once per session."""
+
     def build(root: Path) -> None:
         shutil.copytree(trained_run, root / "outputs" / "2026-01-01" / "run", ignore=shutil.ignore_patterns("eval*"))
         proc = run_evaluate(f"data_dir={mnist_dir}", cwd=root)
@@ -98,7 +105,8 @@ def test_metrics_agree_with_trainer_test(metrics: dict, run_dir: Path) -> None:
     assert metrics["model"] == summary["model"] == "mlp" and metrics["parameters"] == summary["parameters"]
     assert metrics["checkpoint"] == str(run_dir / "checkpoints" / "mlp-best.ckpt")
     assert {k: v for k, v in metrics["data"]["checksums"].items() if k.startswith("t10k")} == {
-        k: v for k, v in FILES.items() if k.startswith("t10k")}
+        k: v for k, v in FILES.items() if k.startswith("t10k")
+    }
 
 
 def test_supports_and_confusion_matrix_are_consistent(metrics: dict) -> None:
@@ -192,8 +200,9 @@ def _bad_checkpoints(folder: Path, real: dict, real_path: Path) -> dict[str, tup
     return cases
 
 
-def test_bad_checkpoints_raise_a_clear_error_and_write_nothing(tmp_path: Path, real_checkpoint: dict,
-                                                               trained_run: Path) -> None:
+def test_bad_checkpoints_raise_a_clear_error_and_write_nothing(
+    tmp_path: Path, real_checkpoint: dict, trained_run: Path
+) -> None:
     run = tmp_path / "run"
     cases = _bad_checkpoints(run / "checkpoints", real_checkpoint, trained_run / "checkpoints" / "mlp-best.ckpt")
     for name, (path, words) in cases.items():
@@ -205,15 +214,17 @@ def test_bad_checkpoints_raise_a_clear_error_and_write_nothing(tmp_path: Path, r
         load_network(run)
 
 
-def test_a_failure_while_writing_leaves_no_report_files(trained_run: Path, tmp_path: Path, mnist_dir: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_while_writing_leaves_no_report_files(
+    trained_run: Path, tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(fig, path: Path) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr("digitrec.evaluation.report_files.save_figure", broken)
     with pytest.raises(OSError, match="disk full"):
-        evaluate_checkpoint(trained_run / "checkpoints" / "mlp-best.ckpt", tmp_path / "reports",
-                            EvalOptions(data_dir=str(mnist_dir)))
+        evaluate_checkpoint(
+            trained_run / "checkpoints" / "mlp-best.ckpt", tmp_path / "reports", EvalOptions(data_dir=str(mnist_dir))
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -237,8 +248,16 @@ def test_newest_checkpoint_is_found_by_modification_time(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> None:
     sweep = tmp_path / "multirun"
-    run_train("-m", "model=mlp", "optimizer.lr=0.001,0.003", "debug=limit", "trainer.limit_train_batches=2",
-              "trainer.max_epochs=1", f"data.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep}")
+    run_train(
+        "-m",
+        "model=mlp",
+        "optimizer.lr=0.001,0.003",
+        "debug=limit",
+        "trainer.limit_train_batches=2",
+        "trainer.max_epochs=1",
+        f"data.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={sweep}",
+    )
     # Two jobs that went wrong: one stopped before writing its summary, one left a corrupt checkpoint.
     shutil.copytree(sweep / "0_mlp" / ".hydra", sweep / "2_mlp" / ".hydra")
     shutil.copytree(sweep / "0_mlp", sweep / "3_mlp", ignore=shutil.ignore_patterns("*.json"))
@@ -277,8 +296,9 @@ def test_sweep_dir_without_jobs_is_a_clear_error(tmp_path: Path) -> None:
         compare_sweep(tmp_path)
 
 
-def test_the_temperature_travels_with_the_checkpoint(trained_run: Path, tmp_path: Path, mnist_dir: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_the_temperature_travels_with_the_checkpoint(
+    trained_run: Path, tmp_path: Path, mnist_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Reports written elsewhere still calibrate DigitPredictor; an uncalibrated one says so, once."""
     from digitrec.inference.predictor import DigitPredictor
 
@@ -301,8 +321,11 @@ def test_the_temperature_travels_with_the_checkpoint(trained_run: Path, tmp_path
 def test_training_curves_zoom_the_accuracy_past_the_first_epoch() -> None:
     from digitrec.evaluation.figures import training_curves_figure
 
-    curves = {"train/acc": [(0, 0.60), (1, 0.970), (2, 0.985)], "val/acc": [(0, 0.90), (1, 0.980), (2, 0.990)],
-              "train/loss_epoch": [(0, 1.0), (1, 0.5)]}
+    curves = {
+        "train/acc": [(0, 0.60), (1, 0.970), (2, 0.985)],
+        "val/acc": [(0, 0.90), (1, 0.980), (2, 0.990)],
+        "train/loss_epoch": [(0, 1.0), (1, 0.5)],
+    }
     accuracy = training_curves_figure(curves, "epoch", "test").axes[1]
     low, high = accuracy.get_ylim()
     assert 0.95 < low < 0.97 and 0.99 < high < 1.0  # the last epochs fill the panel; 0.60 and 0.90 fall below

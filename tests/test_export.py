@@ -47,7 +47,9 @@ def pixels(mnist_dir: Path) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_both_formats_are_written_with_their_description(exported: dict[str, Path], calibrated_checkpoint: Path) -> None:
+def test_both_formats_are_written_with_their_description(
+    exported: dict[str, Path], calibrated_checkpoint: Path
+) -> None:
     assert set(exported) == {"torchscript", "onnx"}
     assert all(path.parent == calibrated_checkpoint.parents[1] / "export" for path in exported.values())
     extra = {METADATA_KEY: ""}
@@ -58,7 +60,9 @@ def test_both_formats_are_written_with_their_description(exported: dict[str, Pat
         assert info["mnist_mean"] == pytest.approx(0.1307) and info["mnist_std"] == pytest.approx(0.3081)
 
 
-def test_exports_match_the_checkpoint(exported: dict[str, Path], calibrated_checkpoint: Path, pixels: np.ndarray) -> None:
+def test_exports_match_the_checkpoint(
+    exported: dict[str, Path], calibrated_checkpoint: Path, pixels: np.ndarray
+) -> None:
     predictor = DigitPredictor(calibrated_checkpoint, device="cpu")
     assert predictor.temperature == 1.7
     normalised = torch.from_numpy((pixels - 0.1307) / 0.3081)
@@ -78,8 +82,19 @@ def test_onnx_takes_any_batch_size(exported: dict[str, Path], pixels: np.ndarray
 
 
 def test_export_command(calibrated_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    assert main(["--checkpoint", str(calibrated_checkpoint), "--output-dir", str(tmp_path / "out"),
-                 "--format", "torchscript"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(calibrated_checkpoint),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--format",
+                "torchscript",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "torchscript: " in out and "largest probability difference" in out
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mlp.torchscript.pt"]

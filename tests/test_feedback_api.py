@@ -65,8 +65,9 @@ def post(client: TestClient, data: bytes, name: str = "digit.png", **fields: str
     return client.post("/feedback", files={"file": (name, data, "image/png")}, data=fields)
 
 
-def test_feedback_stores_the_image_what_the_network_saw_and_what_it_answered(client, store, predictor,
-                                                                             checkpoint: Path) -> None:
+def test_feedback_stores_the_image_what_the_network_saw_and_what_it_answered(
+    client, store, predictor, checkpoint: Path
+) -> None:
     data = digit_png(1)
     response = post(client, data, label="1", predicted="4", strokes="[[[10, 20], [11, 40]]]")
     assert response.status_code == 201 and response.json() == {"id": 1, "duplicate": False}
@@ -87,17 +88,20 @@ def test_the_same_image_and_label_again_is_a_duplicate_with_the_same_id(client) 
     assert other.status_code == 201 and other.json()["id"] != first["id"]
 
 
-@pytest.mark.parametrize("fields, status, message", [
-    ({"label": "12"}, 400, "'label' must be one digit, 0 to 9, got '12'"),
-    ({"label": "x"}, 400, "'label' must be one digit"),
-    ({"label": ""}, 400, "'label' must be one digit"),
-    ({"label": "-1"}, 400, "'label' must be one digit"),
-    ({}, 422, "no 'label' field"),
-    ({"label": "1", "predicted": "ten"}, 400, "'predicted' must be one digit"),
-    ({"label": "1", "strokes": "[[1, 2"}, 400, "'strokes' is not JSON"),
-    ({"label": "1", "strokes": '{"x": 1}'}, 400, "a JSON list of strokes"),
-    ({"label": "1", "strokes": json.dumps([[[i, i] for i in range(9000)]])}, 413, "over 64 KB"),
-])
+@pytest.mark.parametrize(
+    "fields, status, message",
+    [
+        ({"label": "12"}, 400, "'label' must be one digit, 0 to 9, got '12'"),
+        ({"label": "x"}, 400, "'label' must be one digit"),
+        ({"label": ""}, 400, "'label' must be one digit"),
+        ({"label": "-1"}, 400, "'label' must be one digit"),
+        ({}, 422, "no 'label' field"),
+        ({"label": "1", "predicted": "ten"}, 400, "'predicted' must be one digit"),
+        ({"label": "1", "strokes": "[[1, 2"}, 400, "'strokes' is not JSON"),
+        ({"label": "1", "strokes": '{"x": 1}'}, 400, "a JSON list of strokes"),
+        ({"label": "1", "strokes": json.dumps([[[i, i] for i in range(9000)]])}, 413, "over 64 KB"),
+    ],
+)
 def test_bad_fields_are_refused_with_the_reason(client, fields: dict, status: int, message: str) -> None:
     response = post(client, digit_png(3), **fields)
     assert response.status_code == status and message in response.json()["error"], response.text
@@ -157,8 +161,10 @@ def test_openapi_documents_the_feedback_endpoints(client) -> None:
 
 
 def test_serving_and_the_feedback_command_import_neither_lightning_nor_hydra() -> None:
-    code = ("import sys, digitrec.serve.app, digitrec.feedback.cli; "
-            "print(sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'torchmetrics') if m in sys.modules))")
+    code = (
+        "import sys, digitrec.serve.app, digitrec.feedback.cli; "
+        "print(sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'torchmetrics') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
 
@@ -168,9 +174,15 @@ def test_serving_and_the_feedback_command_import_neither_lightning_nor_hydra() -
 
 def form(data: bytes, label: int) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="label"\r\n\r\n{label}\r\n'
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="label"\r\n\r\n{label}\r\n'
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -180,10 +192,24 @@ def start_server(checkpoint: Path, db: Path | str | None, *options: str) -> tupl
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", "--checkpoint", str(checkpoint), "--port",
-                             str(port), *(["--feedback-db", str(db)] if db is not None else ["--no-feedback"]),
-                             *options], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digitrec.serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            *(["--feedback-db", str(db)] if db is not None else ["--no-feedback"]),
+            *options,
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -199,8 +225,7 @@ def start_server(checkpoint: Path, db: Path | str | None, *options: str) -> tupl
     raise AssertionError("the server did not answer within 60 s")
 
 
-def send_all(port: int, work: list[int], acknowledged: dict[int, int], errors: list[str],
-             lock: threading.Lock) -> None:
+def send_all(port: int, work: list[int], acknowledged: dict[int, int], errors: list[str], lock: threading.Lock) -> None:
     """POST /feedback for each image number in `work` over one keep-alive connection; stops at a dead server."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for i in work:
@@ -224,8 +249,10 @@ def load(port: int, n: int, clients: int) -> tuple[dict[int, int], list[str], li
     acknowledged: dict[int, int] = {}
     errors: list[str] = []
     lock = threading.Lock()
-    threads = [threading.Thread(target=send_all, args=(port, list(range(c, n, clients)), acknowledged, errors, lock))
-               for c in range(clients)]
+    threads = [
+        threading.Thread(target=send_all, args=(port, list(range(c, n, clients)), acknowledged, errors, lock))
+        for c in range(clients)
+    ]
     for t in threads:
         t.start()
     return acknowledged, errors, threads
@@ -233,8 +260,10 @@ def load(port: int, n: int, clients: int) -> tuple[dict[int, int], list[str], li
 
 def stored(db: Path) -> dict[int, tuple[int, str]]:
     with sa.create_engine(f"sqlite:///{db}").connect() as conn:
-        return {r.id: (r.label, r.image_sha256) for r in conn.execute(sa.select(items.c.id, items.c.label,
-                                                                                 items.c.image_sha256))}
+        return {
+            r.id: (r.label, r.image_sha256)
+            for r in conn.execute(sa.select(items.c.id, items.c.label, items.c.image_sha256))
+        }
 
 
 @pytest.mark.slow

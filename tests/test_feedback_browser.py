@@ -60,8 +60,9 @@ def settled(page) -> None:
 
 
 def saved(page) -> None:
-    page.wait_for_function("() => document.querySelector('[data-testid=feedback-status]').textContent"
-                           ".startsWith('Saved')")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=feedback-status]').textContent.startsWith('Saved')"
+    )
 
 
 def test_right_and_wrong_buttons_save_the_drawing_with_its_digit(browser, checkpoint: Path, tmp_path: Path) -> None:

@@ -40,8 +40,16 @@ def make_item(i: int, label: int, predicted: int | None = None, model: str = MOD
     predicted = label if predicted is None else predicted
     probabilities = [0.02] * 10
     probabilities[predicted] = 0.82
-    return Item(image=f"image {i}".encode(), pixels=bytes((i + k) % 256 for k in range(PIXELS)), label=label,
-                predicted=predicted, probabilities=probabilities, model_sha256=model, model_name="mlp", **extra)
+    return Item(
+        image=f"image {i}".encode(),
+        pixels=bytes((i + k) % 256 for k in range(PIXELS)),
+        label=label,
+        predicted=predicted,
+        probabilities=probabilities,
+        model_sha256=model,
+        model_name="mlp",
+        **extra,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -66,8 +74,20 @@ def test_an_item_comes_back_as_it_went_in_and_nothing_about_the_sender(store: Fe
     assert row.model_sha256 == MODEL and row.model_name == "mlp" and json.loads(row.strokes) == [[[1, 2], [3, 4]]]
     stored_at = row.created_at.replace(tzinfo=timezone.utc)
     assert before - timedelta(seconds=1) <= stored_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
-    assert set(row._fields) == {"id", "image_sha256", "label", "image", "pixels", "predicted", "probabilities",
-                                "shown", "strokes", "model_sha256", "model_name", "created_at"}  # no IP, cookie, agent
+    assert set(row._fields) == {
+        "id",
+        "image_sha256",
+        "label",
+        "image",
+        "pixels",
+        "predicted",
+        "probabilities",
+        "shown",
+        "strokes",
+        "model_sha256",
+        "model_name",
+        "created_at",
+    }  # no IP, cookie, agent
 
 
 def test_the_same_image_with_the_same_label_is_stored_once(store: FeedbackStore) -> None:
@@ -96,23 +116,35 @@ def test_racing_duplicates_get_one_row_and_one_id(store: FeedbackStore) -> None:
 
 
 def test_stats_count_labels_confirmations_corrections_and_each_models_accuracy(store: FeedbackStore) -> None:
-    assert store.stats() == {"items": 0, "labels": {str(d): 0 for d in range(10)}, "confirmed": 0, "corrected": 0,
-                             "first": None, "last": None, "models": []}
-    for i, (label, predicted, model) in enumerate([(1, 1, "a" * 64), (1, 7, "a" * 64), (2, 2, "a" * 64),
-                                                   (3, 3, "b" * 64)]):
+    assert store.stats() == {
+        "items": 0,
+        "labels": {str(d): 0 for d in range(10)},
+        "confirmed": 0,
+        "corrected": 0,
+        "first": None,
+        "last": None,
+        "models": [],
+    }
+    for i, (label, predicted, model) in enumerate(
+        [(1, 1, "a" * 64), (1, 7, "a" * 64), (2, 2, "a" * 64), (3, 3, "b" * 64)]
+    ):
         store.add(make_item(i, label, predicted, model=model))
     stats = store.stats()
     assert stats["items"] == 4 and stats["labels"] == {**{str(d): 0 for d in range(10)}, "1": 2, "2": 1, "3": 1}
     assert stats["confirmed"] == 3 and stats["corrected"] == 1
-    assert stats["models"] == [{"sha256": "a" * 64, "name": "mlp", "items": 3, "accuracy": pytest.approx(2 / 3)},
-                               {"sha256": "b" * 64, "name": "mlp", "items": 1, "accuracy": 1.0}]
+    assert stats["models"] == [
+        {"sha256": "a" * 64, "name": "mlp", "items": 3, "accuracy": pytest.approx(2 / 3)},
+        {"sha256": "b" * 64, "name": "mlp", "items": 1, "accuracy": 1.0},
+    ]
     assert datetime.fromisoformat(stats["first"]) <= datetime.fromisoformat(stats["last"])
 
 
-def test_export_is_mnist_idx_that_read_idx_reads_with_a_manifest_of_checksums(store: FeedbackStore,
-                                                                               tmp_path: Path) -> None:
-    added = [make_item(i, label=i % 10, predicted=(i * 3) % 10, model="c" * 64 if i < 5 else "d" * 64)
-             for i in range(12)]
+def test_export_is_mnist_idx_that_read_idx_reads_with_a_manifest_of_checksums(
+    store: FeedbackStore, tmp_path: Path
+) -> None:
+    added = [
+        make_item(i, label=i % 10, predicted=(i * 3) % 10, model="c" * 64 if i < 5 else "d" * 64) for i in range(12)
+    ]
     ids = [store.add(item).id for item in added]
     manifest = export(store, tmp_path / "out")
     images, _ = read_idx(tmp_path / "out" / IMAGES)
@@ -126,8 +158,10 @@ def test_export_is_mnist_idx_that_read_idx_reads_with_a_manifest_of_checksums(st
     for name in (IMAGES, LABELS):
         data = (tmp_path / "out" / name).read_bytes()
         assert manifest["files"][name] == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert manifest["models"] == [{"sha256": "c" * 64, "name": "mlp", "items": 5},
-                                  {"sha256": "d" * 64, "name": "mlp", "items": 7}]
+    assert manifest["models"] == [
+        {"sha256": "c" * 64, "name": "mlp", "items": 5},
+        {"sha256": "d" * 64, "name": "mlp", "items": 7},
+    ]
     stats = store.stats()
     assert manifest["time_range"] == {"first": stats["first"], "last": stats["last"]}
     assert manifest["schema_version"] == SCHEMA_VERSION
@@ -175,17 +209,21 @@ def test_the_integrity_check_passes_a_good_store_and_names_each_problem(store: F
         conn.execute(sa.update(items).where(items.c.id == ids[3]).values(strokes="[[1, 2"))
         conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
     problems = store.check()
-    assert problems == [f"schema versions [{SCHEMA_VERSION}, {SCHEMA_VERSION}], expected [{SCHEMA_VERSION}]",
-                        f"item {ids[0]}: the image does not match its SHA-256",
-                        f"item {ids[1]}: 10 pixel bytes instead of {PIXELS}",
-                        (f"item {ids[2]}: the probabilities are not ten summing to 1 with the predicted digit's "
-                         "the largest"),
-                        f"item {ids[3]}: the strokes are not JSON"]
+    assert problems == [
+        f"schema versions [{SCHEMA_VERSION}, {SCHEMA_VERSION}], expected [{SCHEMA_VERSION}]",
+        f"item {ids[0]}: the image does not match its SHA-256",
+        f"item {ids[1]}: 10 pixel bytes instead of {PIXELS}",
+        (f"item {ids[2]}: the probabilities are not ten summing to 1 with the predicted digit's the largest"),
+        f"item {ids[3]}: the strokes are not JSON",
+    ]
 
 
 def test_bad_items_are_refused_before_the_database(store: FeedbackStore) -> None:
-    for item, message in [(replace(make_item(1, 1), label=10), "label"),
-                          (replace(make_item(1, 1), pixels=b"x"), "784 bytes"), (make_item(1, 1, shown=True), "shown")]:
+    for item, message in [
+        (replace(make_item(1, 1), label=10), "label"),
+        (replace(make_item(1, 1), pixels=b"x"), "784 bytes"),
+        (make_item(1, 1, shown=True), "shown"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             store.add(item)
 
@@ -250,8 +288,14 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "digitrec.feedback.cli", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "digitrec.feedback.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     missing = cli("stats")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -38,8 +38,9 @@ def imported(path: Path) -> set[str]:
 
 def forbidden_for(path: Path) -> tuple[str, ...]:
     relative = path.relative_to(PACKAGE).as_posix()
-    return tuple(name for key, names in RULES.items() if relative == key or relative.startswith(key + "/")
-                 for name in names)
+    return tuple(
+        name for key, names in RULES.items() if relative == key or relative.startswith(key + "/") for name in names
+    )
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
@@ -56,8 +57,17 @@ def test_no_module_is_longer_than_300_lines(path: Path) -> None:
 
 def test_every_subpackage_says_its_job_in_its_docstring() -> None:
     packages = sorted(p.parent for p in PACKAGE.rglob("__init__.py"))
-    assert {p.name for p in packages} >= {"digitrec", "data", "models", "training", "evaluation", "inference",
-                                          "serve", "bench", "feedback"}
+    assert {p.name for p in packages} >= {
+        "digitrec",
+        "data",
+        "models",
+        "training",
+        "evaluation",
+        "inference",
+        "serve",
+        "bench",
+        "feedback",
+    }
     for package in packages:
         docstring = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
         assert docstring, f"{package.name}/__init__.py has no docstring"

@@ -29,9 +29,17 @@ def test_step_loss_logged_every_n_steps_and_epoch_loss_is_the_weighted_mean(tmp_
     calls: list[str] = []
     log = module.log
     monkeypatch.setattr(module, "log", lambda name, *a, **k: (calls.append(name), log(name, *a, **k)))
-    trainer = L.Trainer(max_epochs=1, log_every_n_steps=2, logger=CSVLogger(tmp_path, name="", version=""),
-                        callbacks=[losses], limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        log_every_n_steps=2,
+        logger=CSVLogger(tmp_path, name="", version=""),
+        callbacks=[losses],
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, loader)
 
     assert calls.count("train/loss_step") == 2  # steps 1 and 3 of 0..4: self.log is not paid on the others
@@ -41,7 +49,7 @@ def test_step_loss_logged_every_n_steps_and_epoch_loss_is_the_weighted_mean(tmp_
     for step, value in step_losses.items():
         assert value == pytest.approx(losses.losses[step], rel=1e-5)
     (epoch_loss,) = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
-    expected = sum(l * n for l, n in zip(losses.losses, losses.sizes)) / sum(losses.sizes)
+    expected = sum(loss * n for loss, n in zip(losses.losses, losses.sizes)) / sum(losses.sizes)
     assert losses.sizes[-1] == 6 and epoch_loss == pytest.approx(expected, rel=1e-5)
     assert epoch_loss != pytest.approx(sum(losses.losses) / len(losses.losses), rel=1e-5)  # weighted, not per batch
 
@@ -61,8 +69,15 @@ def test_test_step_runs_in_fp32_under_bf16_autocast(tmp_path: Path) -> None:
             outputs["test"].append(out)
 
     module = DigitClassifier(net="cnn").eval()
-    trainer = L.Trainer(precision="bf16-mixed", accelerator="cpu", logger=False, callbacks=[Keep()],
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        precision="bf16-mixed",
+        accelerator="cpu",
+        logger=False,
+        callbacks=[Keep()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.validate(module, loader)
     trainer.test(module, loader)
     assert outputs["val"][0].dtype == torch.bfloat16  # validation keeps the fast autocast

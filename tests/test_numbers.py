@@ -37,20 +37,34 @@ GLYPHS: dict[int, list[Stroke]] = {
     2: [[(0.08, 0.25), (0.3, 0.02), (0.7, 0.02), (0.88, 0.25), (0.1, 0.98), (0.92, 0.98)]],
     3: [[(0.1, 0.05), (0.85, 0.05), (0.45, 0.45), (0.85, 0.65), (0.7, 0.95), (0.1, 0.92)]],
     4: [[(0.5, 0.05), (0.05, 0.6), (0.52, 0.6)], [(0.75, 0.0), (0.75, 1.0)]],
-    5: [[(0.3, 0.02), (0.92, 0.02)], [(0.22, 0.2), (0.15, 0.48), (0.65, 0.45), (0.9, 0.7), (0.65, 0.98),
-                                        (0.08, 0.92)]],
+    5: [[(0.3, 0.02), (0.92, 0.02)], [(0.22, 0.2), (0.15, 0.48), (0.65, 0.45), (0.9, 0.7), (0.65, 0.98), (0.08, 0.92)]],
     6: [[(0.75, 0.0), (0.2, 0.55), (0.25, 0.95), (0.75, 0.95), (0.8, 0.6), (0.25, 0.6)]],
     7: [[(0.05, 0.02), (0.95, 0.02), (0.4, 1.0)], [(0.2, 0.5), (0.42, 0.5)], [(0.92, 0.5), (1.12, 0.5)]],
-    8: [[(0.5, 0.5), (0.15, 0.25), (0.5, 0.0), (0.85, 0.25), (0.5, 0.5), (0.1, 0.75), (0.5, 1.0), (0.9, 0.75),
-         (0.5, 0.5)]],
+    8: [
+        [
+            (0.5, 0.5),
+            (0.15, 0.25),
+            (0.5, 0.0),
+            (0.85, 0.25),
+            (0.5, 0.5),
+            (0.1, 0.75),
+            (0.5, 1.0),
+            (0.9, 0.75),
+            (0.5, 0.5),
+        ]
+    ],
     9: [[(0.8, 0.45), (0.2, 0.45), (0.2, 0.05), (0.8, 0.05), (0.8, 1.0)]],
 }
 WIDTHS = {0: 0.75, 1: 0.35, 2: 0.7, 3: 0.65, 4: 0.75, 5: 0.65, 6: 0.65, 7: 0.65, 8: 0.6, 9: 0.6}
 SUPERSAMPLE = 4
 
 
-def draw(placements: list[tuple[int, float, float, float]], size: tuple[int, int], light_ink: bool = False,
-         strokes: dict[int, list[Stroke]] | None = None) -> np.ndarray:
+def draw(
+    placements: list[tuple[int, float, float, float]],
+    size: tuple[int, int],
+    light_ink: bool = False,
+    strokes: dict[int, list[Stroke]] | None = None,
+) -> np.ndarray:
     """A uint8 image (H×W) of digits drawn with a pen 12 % of their height wide; each placement is
     (digit, left, top, height) in pixels. Dark on white unless `light_ink`."""
     width, height = size
@@ -60,8 +74,9 @@ def draw(placements: list[tuple[int, float, float, float]], size: tuple[int, int
         scale = tall * SUPERSAMPLE
         radius = 0.06 * scale
         for stroke in (strokes or GLYPHS)[digit]:
-            points = [((left * SUPERSAMPLE + x * WIDTHS[digit] * scale), top * SUPERSAMPLE + y * scale)
-                      for x, y in stroke]
+            points = [
+                ((left * SUPERSAMPLE + x * WIDTHS[digit] * scale), top * SUPERSAMPLE + y * scale) for x, y in stroke
+            ]
             pen.line(points, fill=255, width=round(2 * radius), joint="curve")
             for x, y in (points[0], points[-1]):
                 pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
@@ -69,8 +84,15 @@ def draw(placements: list[tuple[int, float, float, float]], size: tuple[int, int
     return ink if light_ink else 255 - ink
 
 
-def row(digits: list[int], height: float = 60, gap: float = 15, left: float = 20, top: float = 20,
-        tops: list[float] | None = None, heights: list[float] | None = None) -> list[tuple[int, float, float, float]]:
+def row(
+    digits: list[int],
+    height: float = 60,
+    gap: float = 15,
+    left: float = 20,
+    top: float = 20,
+    tops: list[float] | None = None,
+    heights: list[float] | None = None,
+) -> list[tuple[int, float, float, float]]:
     """Placements of digits left to right from (`left`, `top`), `gap` pixels apart (negative: overlapping)."""
     placements, x = [], left
     for k, digit in enumerate(digits):
@@ -162,13 +184,21 @@ def test_slightly_overlapping_digits_are_cut_apart() -> None:
 
 
 def test_a_broken_stroke_is_still_one_digit() -> None:
-    broken = {**GLYPHS, 1: [[(0.35, 0.15), (0.55, 0.0), (0.55, 0.45)], [(0.55, 0.62), (0.55, 1.0)]],
-              9: [[(0.8, 0.45), (0.2, 0.45), (0.2, 0.05), (0.8, 0.05), (0.8, 0.55)], [(0.8, 0.72), (0.8, 1.0)]]}
+    broken = {
+        **GLYPHS,
+        1: [[(0.35, 0.15), (0.55, 0.0), (0.55, 0.45)], [(0.55, 0.62), (0.55, 1.0)]],
+        9: [[(0.8, 0.45), (0.2, 0.45), (0.2, 0.05), (0.8, 0.05), (0.8, 0.55)], [(0.8, 0.72), (0.8, 1.0)]],
+    }
     image = draw(row([1, 9, 1]), (240, 100), strokes=broken)
     assert label(image < 128).count == 6
     assert read(image)["text"] == "191"
-    tail = {**GLYPHS, 2: [[(0.08, 0.25), (0.3, 0.02), (0.7, 0.02), (0.88, 0.25), (0.1, 0.98), (0.35, 0.98)],
-                          [(0.65, 0.98), (1.4, 0.98)]]}  # the end of its base apart, reaching towards the next
+    tail = {
+        **GLYPHS,
+        2: [
+            [(0.08, 0.25), (0.3, 0.02), (0.7, 0.02), (0.88, 0.25), (0.1, 0.98), (0.35, 0.98)],
+            [(0.65, 0.98), (1.4, 0.98)],
+        ],
+    }  # the end of its base apart, reaching towards the next
     image = draw(row([2, 2]), (240, 100), strokes=tail)
     assert label(image < 128).count == 4
     answer = read(image)
@@ -239,8 +269,14 @@ def test_a_small_number_in_a_large_noisy_photo_is_found_and_boxed() -> None:
 
 def test_blank_and_speck_only_images_are_no_number() -> None:
     blank = read(np.full((80, 200), 250, np.uint8))
-    assert blank == {"text": "", "digits": [], "confidence": None, "is_number": False,
-                     "reason": blank["reason"], "error": None}
+    assert blank == {
+        "text": "",
+        "digits": [],
+        "confidence": None,
+        "is_number": False,
+        "reason": blank["reason"],
+        "error": None,
+    }
     assert blank["reason"].startswith("blank image")
     specks = np.full((80, 200), 255, np.uint8)
     specks[10:12, 10:12] = specks[50:51, 150:152] = 0
@@ -409,8 +445,11 @@ def test_cli_prints_each_number_and_draws_its_boxes(predictor, monkeypatch, tmp_
     printed, notes = capsys.readouterr()
     lines = printed.splitlines()
     confidence = r"[01]\.\d{3}"
-    assert re.fullmatch(rf"{number}: 2047 \(confidence {confidence}; digits 2 {confidence}, 0 {confidence}, "
-                        rf"4 {confidence}, 7 {confidence}\)", lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"{number}: 2047 \(confidence {confidence}; digits 2 {confidence}, 0 {confidence}, "
+        rf"4 {confidence}, 7 {confidence}\)",
+        lines[0],
+    ), lines[0]
     assert lines[1].startswith(f"{blank}: not a number: blank image")
     for name in ("out-000-number.png", "out-001-blank.png"):
         assert f"picture: {out.parent / name}" in notes
@@ -453,13 +492,16 @@ def test_read_endpoint_answers_the_reading_with_what_the_network_saw(client, pre
     assert blank["text"] == "" and blank["digits"] == [] and blank["is_number"] is False and blank["reason"]
 
 
-@pytest.mark.parametrize("request_kwargs", [
-    {"files": {"file": ("notes.txt", b"not an image at all", "text/plain")}},
-    {"files": {"file": ("tiny.png", png_bytes(np.zeros((4, 4), np.uint8)))}},
-    {"files": {"file": ("big.png", b"\0" * 300_000)}},
-    {"content": json.dumps({"image": "..."}), "headers": {"content-type": "application/json"}},
-    {"data": {"picture": "x"}, "files": {"other": ("a.png", b"x")}},
-])
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"files": {"file": ("notes.txt", b"not an image at all", "text/plain")}},
+        {"files": {"file": ("tiny.png", png_bytes(np.zeros((4, 4), np.uint8)))}},
+        {"files": {"file": ("big.png", b"\0" * 300_000)}},
+        {"content": json.dumps({"image": "..."}), "headers": {"content-type": "application/json"}},
+        {"data": {"picture": "x"}, "files": {"other": ("a.png", b"x")}},
+    ],
+)
 def test_read_endpoint_errors_are_those_of_predict(client, request_kwargs) -> None:
     read, predict = client.post("/read", **request_kwargs), client.post("/predict", **request_kwargs)
     assert read.status_code == predict.status_code >= 400 and read.json() == predict.json()
@@ -478,23 +520,39 @@ def test_read_endpoint_is_documented(client) -> None:
 def test_bench_judges_segmentation_mistakes_by_boxes() -> None:
     from digitrec.bench.numbers import Number, judge
 
-    number = Number(np.zeros((10, 10), np.uint8), "123", [0, 1, 2], [(0, 0, 10, 9), (12, 0, 20, 9), (22, 0, 30, 9)],
-                    "near")
+    number = Number(
+        np.zeros((10, 10), np.uint8), "123", [0, 1, 2], [(0, 0, 10, 9), (12, 0, 20, 9), (22, 0, 30, 9)], "near"
+    )
 
     def reading(*digits: tuple[int, int, int]) -> dict:
-        return {"text": "".join(str(d) for d, _, _ in digits), "digits": [{"digit": d, "box": [x0, 0, x1, 9]}
-                                                                          for d, x0, x1 in digits]}
+        return {
+            "text": "".join(str(d) for d, _, _ in digits),
+            "digits": [{"digit": d, "box": [x0, 0, x1, 9]} for d, x0, x1 in digits],
+        }
 
     assert judge(reading((1, 0, 10), (2, 12, 20), (3, 22, 30)), number) == {
-        "exact": 1, "right": 3, "digits": 3, "split": 0, "merged": 0, "missed": 0, "order": 0}
+        "exact": 1,
+        "right": 3,
+        "digits": 3,
+        "split": 0,
+        "merged": 0,
+        "missed": 0,
+        "order": 0,
+    }
     split = judge(reading((1, 0, 5), (7, 5, 10), (2, 12, 20), (3, 22, 30)), number)
     assert (split["split"], split["right"], split["exact"]) == (1, 2, 0)
     merged = judge(reading((8, 0, 20), (3, 22, 30)), number)
     assert (merged["merged"], merged["missed"], merged["right"]) == (1, 0, 1)
     missed = judge(reading((1, 0, 10), (3, 22, 30)), number)
     assert (missed["missed"], missed["right"]) == (1, 2)
-    swapped = {"text": "213", "digits": [{"digit": 2, "box": [12, 0, 20, 9]}, {"digit": 1, "box": [0, 0, 10, 9]},
-                                         {"digit": 3, "box": [22, 0, 30, 9]}]}
+    swapped = {
+        "text": "213",
+        "digits": [
+            {"digit": 2, "box": [12, 0, 20, 9]},
+            {"digit": 1, "box": [0, 0, 10, 9]},
+            {"digit": 3, "box": [22, 0, 30, 9]},
+        ],
+    }
     assert judge(swapped, number)["order"] == 1
 
 
@@ -527,8 +585,10 @@ def test_bench_command_prints_its_tables(tmp_path: Path, capsys) -> None:
     assert main(["--checkpoint", str(checkpoint), "--count", "6", "--repeats", "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("CPU: ") and "1 threads" in out and "6 numbers from MNIST test digits, seed 0" in out
-    for header in ("| gap | numbers | exact | digits right | split | merged | missed | order | ms per reading",
-                   "| length | numbers |"):
+    for header in (
+        "| gap | numbers | exact | digits right | split | merged | missed | order | ms per reading",
+        "| length | numbers |",
+    ):
         assert header in out
     assert re.search(r"\| all \| 6 \| [\d.]+ % \| [\d.]+ % \|", out)
     assert "| exact (numbers) | 2 digits | 3 digits |" in out and "| overlapping |" in out
@@ -586,8 +646,13 @@ def _write(page, digits: list[int]) -> None:
     box = page.get_by_test_id("canvas").bounding_box()
     for digit, left, top, tall in row(digits, height=0.6, gap=0.12, left=0.15, top=0.2):
         for stroke in GLYPHS[digit]:
-            points = [(box["x"] + (left + x * WIDTHS[digit] * tall) / 3 * box["width"],
-                       box["y"] + (top + y * tall) * box["height"]) for x, y in stroke]
+            points = [
+                (
+                    box["x"] + (left + x * WIDTHS[digit] * tall) / 3 * box["width"],
+                    box["y"] + (top + y * tall) * box["height"],
+                )
+                for x, y in stroke
+            ]
             page.mouse.move(*points[0])
             page.mouse.down()
             for point in points[1:]:

@@ -73,17 +73,21 @@ def assert_answer(answer: dict) -> None:
 
 
 def test_import_digitrec_is_light_and_exports_the_predictor() -> None:
-    code = ("import sys, digitrec; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
-            "from digitrec import DigitPredictor; print(DigitPredictor.__module__)")
+    code = (
+        "import sys, digitrec; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
+        "from digitrec import DigitPredictor; print(DigitPredictor.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "digitrec.inference.predictor"
 
 
 def test_inference_paths_import_neither_lightning_nor_hydra() -> None:
     """Prediction and export start fast: no training framework is imported on their way in."""
-    code = ("import sys, digitrec.inference.predictor, digitrec.inference.export; "
-            "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'torchmetrics') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, digitrec.inference.predictor, digitrec.inference.export; "
+        "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'torchmetrics') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -94,8 +98,12 @@ def test_every_input_kind_gets_a_well_formed_answer(predictor: DigitPredictor, t
     path = tmp_path / "digit.png"
     Image.fromarray(255 - digit).save(path)
     inputs = {
-        "path": path, "str path": str(path), "PIL": Image.open(path), "uint8 H×W": digit,
-        "float H×W×3": np.stack([digit / 255.0] * 3, axis=-1), "tensor C×H×W": torch.from_numpy(digit)[None],
+        "path": path,
+        "str path": str(path),
+        "PIL": Image.open(path),
+        "uint8 H×W": digit,
+        "float H×W×3": np.stack([digit / 255.0] * 3, axis=-1),
+        "tensor C×H×W": torch.from_numpy(digit)[None],
     }
     for name, image in inputs.items():
         answer = predictor.predict(image)
@@ -110,8 +118,16 @@ def test_predict_batch_keeps_order_and_reports_bad_items(checkpoint: Path, test_
     bad_file = tmp_path / "notes.png"
     bad_file.write_text("not an image")
     nan_image = np.full((28, 28), np.nan)
-    batch = [images[0], tmp_path / "missing.png", images[1], bad_file, Image.fromarray(images[2]),
-             nan_image, np.zeros((40, 40)), images[3]]
+    batch = [
+        images[0],
+        tmp_path / "missing.png",
+        images[1],
+        bad_file,
+        Image.fromarray(images[2]),
+        nan_image,
+        np.zeros((40, 40)),
+        images[3],
+    ]
     answers = predictor.predict_batch(batch)
     assert len(answers) == len(batch)
     for i in (0, 2, 4, 7):
@@ -187,9 +203,12 @@ def test_rerendered_example_is_recognised(predictor: DigitPredictor, test_split,
 # --- checkpoints, temperature, device -------------------------------------------------------------
 
 
-def test_calibrated_temperature_is_used(checkpoint: Path, predictor: DigitPredictor, test_split, tmp_path: Path) -> None:
-    calibrated = DigitPredictor(calibrated_copy(checkpoint, tmp_path, {"temperature": 2.5, "checkpoint": str(checkpoint)}),
-                                device="cpu")
+def test_calibrated_temperature_is_used(
+    checkpoint: Path, predictor: DigitPredictor, test_split, tmp_path: Path
+) -> None:
+    calibrated = DigitPredictor(
+        calibrated_copy(checkpoint, tmp_path, {"temperature": 2.5, "checkpoint": str(checkpoint)}), device="cpu"
+    )
     assert calibrated.temperature == 2.5 and "calibrated" in calibrated.temperature_source
     assert "temperature=2.5" in repr(calibrated)
     digit = test_split[0][0]
@@ -199,12 +218,15 @@ def test_calibrated_temperature_is_used(checkpoint: Path, predictor: DigitPredic
     assert np.allclose(p2, expected / expected.sum(), atol=1e-6)
 
 
-@pytest.mark.parametrize("report, note", [
-    ({"temperature": 2.0, "checkpoint": "/elsewhere/last.ckpt"}, "is for last.ckpt"),
-    ({"accuracy": 0.9}, "no positive 'temperature'"),
-    ({"temperature": -1}, "no positive 'temperature'"),
-    ("{not json", "unreadable"),
-])
+@pytest.mark.parametrize(
+    "report, note",
+    [
+        ({"temperature": 2.0, "checkpoint": "/elsewhere/last.ckpt"}, "is for last.ckpt"),
+        ({"accuracy": 0.9}, "no positive 'temperature'"),
+        ({"temperature": -1}, "no positive 'temperature'"),
+        ("{not json", "unreadable"),
+    ],
+)
 def test_unusable_calibration_means_temperature_one(checkpoint: Path, tmp_path: Path, report, note: str) -> None:
     calibrated = DigitPredictor(calibrated_copy(checkpoint, tmp_path, report), device="cpu")
     assert calibrated.temperature == 1.0 and "uncalibrated" in repr(calibrated) and note in repr(calibrated)
@@ -266,10 +288,16 @@ def test_bad_checkpoints_raise_one_clear_error(checkpoint: Path, tmp_path: Path)
     content["hyper_parameters"]["net"] = {"name": "mlp", "hidden": [64]}
     torch.save(content, tmp_path / "mismatch.ckpt")
     (tmp_path / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:5000])
-    cases = {"missing.ckpt": "no such checkpoint file", ".": r"No \*-best.ckpt under", "empty.ckpt": "not a PyTorch",
-             "text.ckpt": "not a PyTorch", "tensor.ckpt": "not a digitrec training checkpoint",
-             "no-hparams.ckpt": "not a digitrec training checkpoint", "mismatch.ckpt": "cannot rebuild its network",
-             "truncated.ckpt": "not a PyTorch checkpoint"}
+    cases = {
+        "missing.ckpt": "no such checkpoint file",
+        ".": r"No \*-best.ckpt under",
+        "empty.ckpt": "not a PyTorch",
+        "text.ckpt": "not a PyTorch",
+        "tensor.ckpt": "not a digitrec training checkpoint",
+        "no-hparams.ckpt": "not a digitrec training checkpoint",
+        "mismatch.ckpt": "cannot rebuild its network",
+        "truncated.ckpt": "not a PyTorch checkpoint",
+    }
     for name, message in cases.items():
         path = tmp_path / name
         with pytest.raises(CheckpointError, match=message) as error:
@@ -312,7 +340,8 @@ def test_cli_answers_a_folder(checkpoint: Path, folder: Path, test_split, capsys
 
 
 def test_cli_takes_a_run_folder_and_says_what_a_folder_held_besides_images(
-        checkpoint: Path, folder: Path, test_split, tmp_path: Path, capsys) -> None:
+    checkpoint: Path, folder: Path, test_split, tmp_path: Path, capsys
+) -> None:
     _, labels = test_split
     (folder / "notes.txt").write_text("not an image")
     (folder / "more").mkdir()
@@ -324,10 +353,13 @@ def test_cli_takes_a_run_folder_and_says_what_a_folder_held_besides_images(
     captured = capsys.readouterr()
     assert code == 1  # the empty folder is an error; the images are still answered
     lines = captured.out.splitlines()
-    assert len(lines) == 3 and all(line.startswith(f"{folder / f'digit{i}.png'}: {labels[i]} (confidence ")
-                                   for i, line in enumerate(lines))
-    assert f"note: {folder}: skipped 2 entries that are not image files (subfolders are not searched): more/, notes.txt" \
+    assert len(lines) == 3 and all(
+        line.startswith(f"{folder / f'digit{i}.png'}: {labels[i]} (confidence ") for i, line in enumerate(lines)
+    )
+    assert (
+        f"note: {folder}: skipped 2 entries that are not image files (subfolders are not searched): more/, notes.txt"
         in captured.err
+    )
     assert f"error: {empty}: no image files in this folder (bmp, gif," in captured.err
 
 
@@ -346,8 +378,19 @@ def test_cli_bad_file_gets_an_error_line_and_status_1(checkpoint: Path, folder: 
 def test_cli_visualise_and_warnings(checkpoint: Path, folder: Path, test_split, tmp_path: Path, capsys) -> None:
     images, _ = test_split
     Image.fromarray(images[5]).save(folder / "anim.gif", save_all=True, append_images=[Image.fromarray(images[6])])
-    assert predict_main([str(folder / "anim.gif"), str(folder / "digit0.png"), "--checkpoint", str(checkpoint),
-                         "--visualise", str(tmp_path / "pics" / "out.png")]) == 0
+    assert (
+        predict_main(
+            [
+                str(folder / "anim.gif"),
+                str(folder / "digit0.png"),
+                "--checkpoint",
+                str(checkpoint),
+                "--visualise",
+                str(tmp_path / "pics" / "out.png"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: " in err
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["out-000-anim.png", "out-001-digit0.png"]
@@ -355,8 +398,20 @@ def test_cli_visualise_and_warnings(checkpoint: Path, folder: Path, test_split, 
 
     # the format the extension names; numbered without a gap where an image could not be read
     (folder / "broken.png").write_bytes(b"not a png")
-    assert predict_main([str(folder / "broken.png"), str(folder / "digit0.png"), str(folder / "digit1.png"),
-                         "--checkpoint", str(checkpoint), "--visualise", str(tmp_path / "jpg" / "out.jpg")]) == 1
+    assert (
+        predict_main(
+            [
+                str(folder / "broken.png"),
+                str(folder / "digit0.png"),
+                str(folder / "digit1.png"),
+                "--checkpoint",
+                str(checkpoint),
+                "--visualise",
+                str(tmp_path / "jpg" / "out.jpg"),
+            ]
+        )
+        == 1
+    )
     assert sorted(p.name for p in (tmp_path / "jpg").iterdir()) == ["out-000-digit0.jpg", "out-001-digit1.jpg"]
     with Image.open(tmp_path / "jpg" / "out-000-digit0.jpg") as picture:
         assert picture.format == "JPEG"
@@ -375,8 +430,12 @@ def test_cli_bad_checkpoint_and_options(folder: Path, checkpoint: Path, caplog) 
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digitrec.inference.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "digitrec.inference.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def test_cli_runs_as_a_program(checkpoint: Path, folder: Path) -> None:
@@ -400,7 +459,10 @@ def test_latency_benchmark_runs(checkpoint: Path, capsys) -> None:
 def test_startup_benchmark_times_both_commands(checkpoint: Path, capsys) -> None:
     assert latency_main(["--startup", "1", "--checkpoint", str(checkpoint)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
-    assert [row.split("`")[1] for row in rows] == ["python -c 'import torch'", "digitrec-predict one.png --checkpoint CKPT"]
+    assert [row.split("`")[1] for row in rows] == [
+        "python -c 'import torch'",
+        "digitrec-predict one.png --checkpoint CKPT",
+    ]
     assert rows[0].endswith("| 1.00× |") and float(rows[1].rsplit("|", 2)[1].strip(" ×")) > 0
 
 
@@ -420,6 +482,7 @@ def test_rerender_command_prints_the_table(checkpoint: Path, mnist_dir: Path, ca
 
 
 # --- damaged digits at the user's door ------------------------------------------------------------
+
 
 def _damaged(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.Image:
     """An MNIST digit as a user's 112×112 scan (dark ink on white), then damaged."""
@@ -441,10 +504,13 @@ def _damaged(digit: np.ndarray, kind: str, rng: np.random.Generator) -> Image.Im
     return page
 
 
-@pytest.mark.parametrize("kind, at_least", [("noise", 0.8), ("blur", 0.8), ("thick pen", 0.8), ("thin pen", 0.8),
-                                            ("low resolution", 0.8), ("occlusion", 0.7)])
-def test_damaged_user_images_get_well_formed_sensible_answers(predictor: DigitPredictor, test_split, kind: str,
-                                                              at_least: float) -> None:
+@pytest.mark.parametrize(
+    "kind, at_least",
+    [("noise", 0.8), ("blur", 0.8), ("thick pen", 0.8), ("thin pen", 0.8), ("low resolution", 0.8), ("occlusion", 0.7)],
+)
+def test_damaged_user_images_get_well_formed_sensible_answers(
+    predictor: DigitPredictor, test_split, kind: str, at_least: float
+) -> None:
     images, labels = test_split
     rng = np.random.default_rng(0)
     answers = predictor.predict_batch([_damaged(images[i], kind, rng) for i in range(40)])
@@ -456,8 +522,9 @@ def test_damaged_user_images_get_well_formed_sensible_answers(predictor: DigitPr
     assert right >= at_least, f"{kind}: {right:.0%} of 40 damaged digits recognised"
 
 
-def test_every_report_corruption_as_a_user_scan_gets_a_well_formed_answer(predictor: DigitPredictor,
-                                                                          test_split) -> None:
+def test_every_report_corruption_as_a_user_scan_gets_a_well_formed_answer(
+    predictor: DigitPredictor, test_split
+) -> None:
     """The robustness report's corruptions (severity 1), drawn as 84×84 dark-on-white scans, through `predict_batch`."""
     images, labels = test_split
     digits = torch.from_numpy(images[:20]).unsqueeze(1)

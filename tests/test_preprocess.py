@@ -143,8 +143,12 @@ def test_image_modes_are_read_as_their_pixels(digits: np.ndarray, tmp_path: Path
     cmyk = Image.merge("CMYK", [Image.new("L", (28, 28), 0)] * 3 + [Image.fromarray(digit)])  # ink in K
     transparent_palette = palette.copy()
     transparent_palette.info["transparency"] = 0  # palette entry 0 (the background) is transparent
-    for name, image in {"16-bit": sixteen, "palette": palette, "CMYK": cmyk,
-                        "palette + transparency": transparent_palette}.items():
+    for name, image in {
+        "16-bit": sixteen,
+        "palette": palette,
+        "CMYK": cmyk,
+        "palette + transparency": transparent_palette,
+    }.items():
         assert np.abs(preprocess(image).pixels - expected).max() < 0.02, name
 
 
@@ -158,13 +162,17 @@ def test_animated_gif_uses_its_first_frame_and_says_so(digits: np.ndarray, tmp_p
     assert np.abs(result.pixels - preprocess(digits[3]).pixels).max() > 0.5
 
 
-@pytest.mark.parametrize("image", [
-    np.full((60, 80), 255, np.uint8),  # white paper
-    np.zeros((60, 80), np.uint8),  # black
-    np.clip(np.random.default_rng(0).normal(200, 8, (300, 300)), 0, 255).astype(np.uint8),  # noisy gray paper
-    np.zeros((40, 40, 4), np.uint8),  # fully transparent
-    np.full((40, 40, 3), 128, np.uint8),  # flat colour
-], ids=["white", "black", "noisy-paper", "transparent", "flat-gray"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((60, 80), 255, np.uint8),  # white paper
+        np.zeros((60, 80), np.uint8),  # black
+        np.clip(np.random.default_rng(0).normal(200, 8, (300, 300)), 0, 255).astype(np.uint8),  # noisy gray paper
+        np.zeros((40, 40, 4), np.uint8),  # fully transparent
+        np.full((40, 40, 3), 128, np.uint8),  # flat colour
+    ],
+    ids=["white", "black", "noisy-paper", "transparent", "flat-gray"],
+)
 def test_blank_images_have_no_ink(image: np.ndarray) -> None:
     result = preprocess(image)
     assert not result.has_ink and "blank" in result.reason

@@ -55,22 +55,30 @@ def test_predicting_needs_no_checkpoint_no_lightning_and_no_repository(tmp_path:
 
     image = user_like_digit(tmp_path / "seven.png")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    cli = subprocess.run([sys.executable, "-m", "digitrec.inference.cli", str(image)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [sys.executable, "-m", "digitrec.inference.cli", str(image)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     assert "model: bundled robust_best" in cli.stderr and cli.stdout.startswith(f"{image}: 7 (confidence")
-    code = ("import sys; from digitrec import DigitPredictor; answer = DigitPredictor().predict(sys.argv[1]); "
-            "print(answer['digit'], sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'torchmetrics') "
-            "if m in sys.modules))")
-    api = subprocess.run([sys.executable, "-c", code, str(image)], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
+    code = (
+        "import sys; from digitrec import DigitPredictor; answer = DigitPredictor().predict(sys.argv[1]); "
+        "print(answer['digit'], sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'torchmetrics') "
+        "if m in sys.modules))"
+    )
+    api = subprocess.run(
+        [sys.executable, "-c", code, str(image)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert api.returncode == 0, api.stderr
     assert api.stdout.split(maxsplit=1) == ["7", "[]\n"]
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_checkpoint_under_outputs_wins_over_the_bundled_model_and_a_given_one_wins_over_both(
-        tmp_path: Path) -> None:
+def test_a_checkpoint_under_outputs_wins_over_the_bundled_model_and_a_given_one_wins_over_both(tmp_path: Path) -> None:
     assert choose_model(None, tmp_path / "outputs")[0] == [bundled_weights()]
     assert "bundled robust_best" in describe_bundled(bundled_weights())
     run = tmp_path / "outputs" / "run" / "checkpoints"

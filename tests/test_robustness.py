@@ -42,7 +42,8 @@ def test_each_corruption_is_deterministic_in_range_and_grows_with_severity(name:
 
 @pytest.mark.parametrize("name", list(TRAINING_ONLY))
 def test_each_training_only_corruption_is_deterministic_in_range_and_grows_with_severity(
-        name: str, digits: torch.Tensor) -> None:
+    name: str, digits: torch.Tensor
+) -> None:
     clean = digits.float() / 255
     apply = TRAINING_ONLY[name].apply
     damage = []

@@ -114,7 +114,17 @@ def test_the_page_and_its_assets_are_served_by_the_app(client) -> None:
     for asset in ("/static/app.js", "/static/style.css"):
         assert asset in page.text and client.get(asset).status_code == 200
     assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere: works offline
-    for testid in ("canvas", "clear", "undo", "prediction", "confidence", "probabilities", "preview", "upload", "error"):
+    for testid in (
+        "canvas",
+        "clear",
+        "undo",
+        "prediction",
+        "confidence",
+        "probabilities",
+        "preview",
+        "upload",
+        "error",
+    ):
         assert f'data-testid="{testid}"' in page.text
 
 
@@ -128,21 +138,28 @@ def test_openapi_docs_list_every_endpoint_with_examples(client) -> None:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header promises width×height pixels: a decompression bomb's calling card."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("notes.txt", b"hello, not an image", "not an image file"),
-    ("empty.png", b"", "empty file"),
-    ("cut.png", png_bytes(np.zeros((64, 64), np.uint8))[:60], "truncated or corrupt"),
-    ("bomb.png", _png_header_only(8_000, 8_000), "over the limit of 40,000,000"),
-    ("huge-bomb.png", _png_header_only(20_000, 20_000), "decompression bomb"),  # Pillow's own guard
-    ("nan.tiff", png_bytes(np.full((32, 32), np.nan, np.float32), mode="F", fmt="TIFF"), "NaN"),
-    ("tiny.png", png_bytes(np.zeros((4, 4), np.uint8)), "too small"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.txt", b"hello, not an image", "not an image file"),
+        ("empty.png", b"", "empty file"),
+        ("cut.png", png_bytes(np.zeros((64, 64), np.uint8))[:60], "truncated or corrupt"),
+        ("bomb.png", _png_header_only(8_000, 8_000), "over the limit of 40,000,000"),
+        ("huge-bomb.png", _png_header_only(20_000, 20_000), "decompression bomb"),  # Pillow's own guard
+        ("nan.tiff", png_bytes(np.full((32, 32), np.nan, np.float32), mode="F", fmt="TIFF"), "NaN"),
+        ("tiny.png", png_bytes(np.zeros((4, 4), np.uint8)), "too small"),
+    ],
+)
 def test_unusable_images_are_400_with_the_reason(client, name, data, message) -> None:
     response = client.post("/predict", files={"file": (name, data)})
     assert response.status_code == 400, response.text
@@ -180,15 +197,19 @@ def test_a_streamed_body_over_the_limit_is_413_too(client) -> None:
 
 
 def test_a_body_that_is_not_a_form_is_415_and_a_form_without_file_422(client) -> None:
-    response = client.post("/predict", content=json.dumps({"image": "..."}), headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict", content=json.dumps({"image": "..."}), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 415 and "multipart/form-data" in response.json()["error"]
     response = client.post("/predict", data={"picture": "x"}, files={"other": ("a.png", b"x")})
     assert response.status_code == 422 and "'file'" in response.json()["error"]
 
 
 def test_serving_imports_neither_lightning_nor_hydra() -> None:
-    code = ("import sys, digitrec.serve.app, digitrec.serve.__main__; "
-            "print(sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'torchmetrics') if m in sys.modules))")
+    code = (
+        "import sys, digitrec.serve.app, digitrec.serve.__main__; "
+        "print(sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'torchmetrics') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -19,8 +19,14 @@ from digitrec.bench.load import start_server
 from digitrec.data.mnist import load_split, raw_dir
 
 CHROMIUM = os.environ.get("DIGITREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def missing(reason: str) -> None:
@@ -76,8 +82,10 @@ def draw(page, *strokes: list[tuple[float, float]]) -> None:
 
 def answered(page, count: int) -> None:
     """Wait until `count` predictions were sent and the newest answer is shown."""
-    page.wait_for_function("n => window.performance.getEntriesByType('resource')"
-                           ".filter(e => e.name.endsWith('/predict')).length >= n", arg=count)
+    page.wait_for_function(
+        "n => window.performance.getEntriesByType('resource').filter(e => e.name.endsWith('/predict')).length >= n",
+        arg=count,
+    )
     page.wait_for_function("() => !document.querySelector('.result').classList.contains('loading')")
 
 
@@ -161,11 +169,14 @@ def test_drop_an_image_on_the_canvas(page, mnist_dir: Path) -> None:
     split = load_split(raw_dir(mnist_dir), train=False)
     buffer = io.BytesIO()
     Image.fromarray(255 - split.images[0, 0].numpy()).resize((112, 112)).save(buffer, format="PNG")
-    page.evaluate("""async ([bytes, name]) => {
+    page.evaluate(
+        """async ([bytes, name]) => {
         const file = new File([new Uint8Array(bytes)], name, { type: 'image/png' });
         const data = new DataTransfer();
         data.items.add(file);
         document.querySelector('.pad').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true }));
-    }""", [list(buffer.getvalue()), "dropped.png"])
+    }""",
+        [list(buffer.getvalue()), "dropped.png"],
+    )
     answered(page, 1)
     assert page.get_by_test_id("prediction").text_content() == str(int(split.labels[0]))

@@ -35,7 +35,11 @@ def test_short_run_writes_checkpoints_logs_and_summary(short_run: Path) -> None:
     result = summary(short_run)
     assert result["epochs"] == 2 and result["best_checkpoint"].endswith("mlp-best.ckpt")
     ckpt = torch.load(short_run / "checkpoints" / "mlp-best.ckpt", weights_only=True)  # plain data only
-    assert ckpt["hyper_parameters"]["net"] == {"_target_": "digitrec.models.MLP", "hidden": [512, 256, 128], "dropout": 0.2}
+    assert ckpt["hyper_parameters"]["net"] == {
+        "_target_": "digitrec.models.MLP",
+        "hidden": [512, 256, 128],
+        "dropout": 0.2,
+    }
     assert "Done: mlp (569,226 params)" in (short_run / "train.log").read_text()
 
 
@@ -53,9 +57,16 @@ def test_hparams_tab_has_final_metrics(short_run: Path) -> None:
 
 @pytest.mark.slow
 def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None:
-    proc = run_train("-m", "model=mlp,cnn,deep_cnn", "debug=limit", "trainer.max_epochs=1",
-                     "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                     f"hydra.sweep.dir={tmp_path}")
+    proc = run_train(
+        "-m",
+        "model=mlp,cnn,deep_cnn",
+        "debug=limit",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert jobs == ["0_mlp", "1_cnn", "2_deep_cnn"]
     precision = "bf16-mixed" if cpu_has_bf16() else "32-true"  # precision: auto on this CPU
@@ -69,8 +80,13 @@ def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None
 
 @pytest.mark.slow
 def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path) -> None:
-    args = ("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-            "trainer.limit_test_batches=2")
+    args = (
+        "model=cnn",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+    )
     a, b = tmp_path / "a", tmp_path / "b"
     run_trains((*args, f"hydra.run.dir={a}"), (*args, f"hydra.run.dir={b}"))
     assert summary(a)["best_val_acc"] == summary(b)["best_val_acc"]
@@ -79,16 +95,25 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path: Path, mnist_dir: Path
 
 @pytest.mark.slow
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path: Path, mnist_dir: Path) -> None:
-    args = ["model=mlp", "trainer.max_epochs=3", "trainer.limit_train_batches=100",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    args = [
+        "model=mlp",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=100",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
     full, cut, resumed = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
     with ThreadPoolExecutor(1) as pool:  # the uninterrupted run meanwhile, in its own process
         uninterrupted = pool.submit(run_train, *args, f"hydra.run.dir={full}")
 
         # Ctrl-C as in a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored.
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={cut}"],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={cut}"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         last = cut / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 120
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -111,7 +136,9 @@ def test_a_checkpoint_monitoring_nothing_keeps_the_final_weights(tmp_path: Path,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_train("model=mlp", "debug=limit", "callbacks.model_checkpoint.monitor=null", f"hydra.run.dir={tmp_path}")
-    kept, last = (torch.load(tmp_path / "checkpoints" / name, weights_only=True) for name in ("mlp-best.ckpt", "last.ckpt"))
+    kept, last = (
+        torch.load(tmp_path / "checkpoints" / name, weights_only=True) for name in ("mlp-best.ckpt", "last.ckpt")
+    )
     assert kept["epoch"] == last["epoch"] == 1
     assert all(torch.equal(kept["state_dict"][k], v) for k, v in last["state_dict"].items())
     val_acc = []  # the run's scalars; the HPARAMS summary goes to files of its own
@@ -124,8 +151,15 @@ def test_a_checkpoint_monitoring_nothing_keeps_the_final_weights(tmp_path: Path,
 
 
 def test_a_batch_limit_below_one_batch_is_a_clear_error(tmp_path: Path, mnist_dir: Path) -> None:
-    proc = run_train("model=mlp", "data.val_fraction=0.01", "trainer.limit_val_batches=0.1", "trainer.max_epochs=1",
-                     f"hydra.run.dir={tmp_path}", check=False, timeout=120)
+    proc = run_train(
+        "model=mlp",
+        "data.val_fraction=0.01",
+        "trainer.limit_val_batches=0.1",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+        timeout=120,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in output
     assert "Invalid trainer configuration" in output and "limit_val_batches" in output
@@ -133,15 +167,28 @@ def test_a_batch_limit_below_one_batch_is_a_clear_error(tmp_path: Path, mnist_di
 
 @pytest.mark.slow
 def test_cnn_one_short_epoch_on_real_mnist_beats_97_percent(tmp_path: Path, mnist_dir: Path) -> None:
-    run_train("model=cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=150", f"hydra.run.dir={tmp_path}",
-              timeout=1200)
+    run_train(
+        "model=cnn",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=150",
+        f"hydra.run.dir={tmp_path}",
+        timeout=1200,
+    )
     assert summary(tmp_path)["test_acc"] >= 0.97
 
 
 def test_nan_loss_stops_at_once_with_a_clear_message(tmp_path: Path, mnist_dir: Path) -> None:
-    proc = run_train("model=mlp", "optimizer=sgd", "optimizer.lr=1e12", "scheduler=cosine",
-                     "trainer.gradient_clip_val=null", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}",
-                     check=False, timeout=120)
+    proc = run_train(
+        "model=mlp",
+        "optimizer=sgd",
+        "optimizer.lr=1e12",
+        "scheduler=cosine",
+        "trainer.gradient_clip_val=null",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 1
     output = proc.stdout + proc.stderr
     assert "training diverged. Lower optimizer.lr" in output and "Traceback" not in output
@@ -150,19 +197,40 @@ def test_nan_loss_stops_at_once_with_a_clear_message(tmp_path: Path, mnist_dir: 
 
 @pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep(tmp_path: Path, mnist_dir: Path) -> None:
-    run_train("-m", "model=mlp", "optimizer.lr=1e12,0.05", "optimizer=sgd", "scheduler=cosine",
-              "trainer.gradient_clip_val=null", "trainer.max_epochs=1", "trainer.limit_train_batches=20",
-              "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"hydra.sweep.dir={tmp_path}")
+    run_train(
+        "-m",
+        "model=mlp",
+        "optimizer.lr=1e12,0.05",
+        "optimizer=sgd",
+        "scheduler=cosine",
+        "trainer.gradient_clip_val=null",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=20",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     failed, ok = summary(tmp_path / "0_mlp"), summary(tmp_path / "1_mlp")
     assert failed["status"] == "failed" and "TrainingDiverged" in failed["error"]
     assert ok["status"] == "ok" and ok["test_acc"] > 0.5
 
 
 def test_sigterm_leaves_a_resume_command(tmp_path: Path, mnist_dir: Path) -> None:
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "model=mlp", "trainer.max_epochs=50",
-                             "trainer.limit_train_batches=100", "trainer.enable_progress_bar=false",
-                             f"hydra.run.dir={tmp_path}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "model=mlp",
+            "trainer.max_epochs=50",
+            "trainer.limit_train_batches=100",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     last = tmp_path / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -42,8 +42,10 @@ def parse_models(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
-        raise ConfigError(f"--models {text!r}: unknown model(s) {', '.join(unknown) or '(none given)'}; "
-                          f"valid models: {', '.join(MODELS)}.")
+        raise ConfigError(
+            f"--models {text!r}: unknown model(s) {', '.join(unknown) or '(none given)'}; "
+            f"valid models: {', '.join(MODELS)}."
+        )
     return names
 
 
@@ -62,10 +64,17 @@ def run(models: list[str], quick: bool) -> dict[str, Any]:
         results = {name: bench_model(name, plan, datamodule, peak, Path(tmp)) for name in models}
         variants = bench_variants(VARIANT_MODEL, datamodule, Path(tmp)) if VARIANT_MODEL in models and not quick else {}
     return {
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
-                        "mode": "quick" if quick else "full", "data": data, "device": "cpu", "precision": "fp32",
-                        "auto_precision": choose_precision("auto", "cpu")[0],
-                        "load_average_at_start": load},
+        "environment": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": cpu_model(),
+            "mode": "quick" if quick else "full",
+            "data": data,
+            "device": "cpu",
+            "precision": "fp32",
+            "auto_precision": choose_precision("auto", "cpu")[0],
+            "load_average_at_start": load,
+        },
         "plan": asdict(plan),
         "batch_size": datamodule.hparams.batch_size,
         "eval_batch_size": datamodule.hparams.eval_batch_size,
@@ -83,12 +92,23 @@ def run(models: list[str], quick: bool) -> dict[str, Any]:
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer steps and repeats; mlp and cnn only; no cnn training variants (under a minute)")
-    parser.add_argument("--models", help=f"comma-separated, from: {', '.join(MODELS)} (default: all; mlp,cnn with --quick)")
-    parser.add_argument("--json", type=Path, default=Path("outputs/bench.json"), help="where to write the results (default: %(default)s)")
-    parser.add_argument("--threads", type=int,
-                        help=f"torch intra-op threads (default: torch's choice, here {torch.get_num_threads()})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer steps and repeats; mlp and cnn only; no cnn training variants (under a minute)",
+    )
+    parser.add_argument(
+        "--models", help=f"comma-separated, from: {', '.join(MODELS)} (default: all; mlp,cnn with --quick)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("outputs/bench.json"),
+        help="where to write the results (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help=f"torch intra-op threads (default: torch's choice, here {torch.get_num_threads()})"
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:

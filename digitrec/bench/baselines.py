@@ -23,10 +23,17 @@ from digitrec.training.module import build_optimization
 
 def per_sample_transforms(train: bool) -> v2.Compose:
     """The original project's per-image torchvision v2 pipeline (random warps for training only)."""
-    warps = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
-             v2.RandomPerspective(distortion_scale=0.2, p=0.3)] if train else []
-    return v2.Compose([v2.ToImage(), *warps, v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    warps = (
+        [
+            v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
+            v2.RandomPerspective(distortion_scale=0.2, p=0.3),
+        ]
+        if train
+        else []
+    )
+    return v2.Compose(
+        [v2.ToImage(), *warps, v2.ToDtype(torch.float32, scale=True), v2.Normalize((MNIST_MEAN,), (MNIST_STD,))]
+    )
 
 
 class PerSampleMNIST(Dataset):
@@ -46,15 +53,21 @@ def per_sample_loaders(datamodule: MNISTDataModule) -> dict[str, DataLoader]:
     """`Trainer.fit` arguments: the data module's splits through per-sample transforms (num_workers=0)."""
     train, val = datamodule.train_set, datamodule.val_set
     return {
-        "train_dataloaders": DataLoader(PerSampleMNIST(train.images, train.labels, per_sample_transforms(True)),
-                                        batch_size=datamodule.hparams.batch_size, shuffle=True),
-        "val_dataloaders": DataLoader(PerSampleMNIST(val.images, val.labels, per_sample_transforms(False)),
-                                      batch_size=datamodule.hparams.eval_batch_size),
+        "train_dataloaders": DataLoader(
+            PerSampleMNIST(train.images, train.labels, per_sample_transforms(True)),
+            batch_size=datamodule.hparams.batch_size,
+            shuffle=True,
+        ),
+        "val_dataloaders": DataLoader(
+            PerSampleMNIST(val.images, val.labels, per_sample_transforms(False)),
+            batch_size=datamodule.hparams.eval_batch_size,
+        ),
     }
 
 
-def plain_loop_timeline(module: nn.Module, cfg: DictConfig, datamodule: MNISTDataModule,
-                        steps: int, val_batches: int) -> Timeline:
+def plain_loop_timeline(
+    module: nn.Module, cfg: DictConfig, datamodule: MNISTDataModule, steps: int, val_batches: int
+) -> Timeline:
     """Train `module` for `steps` batches, then validate on `val_batches`, in a plain PyTorch loop.
 
     Same data (the data module's uint8 tensors, batched augmentation), optimizer, scheduler, label

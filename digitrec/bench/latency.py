@@ -36,8 +36,12 @@ from digitrec.models import MODELS, build_model, count_parameters
 def user_like_digit(path: Path, side: int = 300, seed: int = 0) -> Path:
     """A '7' drawn in dark ink on light, slightly noisy paper, saved as PNG."""
     image = Image.new("L", (side, side), 235)
-    ImageDraw.Draw(image).line([(0.25 * side, 0.2 * side), (0.75 * side, 0.2 * side), (0.4 * side, 0.85 * side)],
-                               fill=30, width=max(2, side // 15), joint="curve")
+    ImageDraw.Draw(image).line(
+        [(0.25 * side, 0.2 * side), (0.75 * side, 0.2 * side), (0.4 * side, 0.85 * side)],
+        fill=30,
+        width=max(2, side // 15),
+        joint="curve",
+    )
     noise = np.random.default_rng(seed).normal(0, 8, (side, side))
     Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)).save(path)
     return path
@@ -70,8 +74,16 @@ def startup_seconds(checkpoint: Path, image: Path, runs: int) -> dict[str, list[
     """Wall times of whole processes: importing torch, and `digitrec-predict` on one image; alternated."""
     commands = {
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
-        "digitrec-predict one.png --checkpoint CKPT": [sys.executable, "-m", "digitrec.inference.cli", str(image),
-                                                       "--checkpoint", str(checkpoint), "--device", "cpu"],
+        "digitrec-predict one.png --checkpoint CKPT": [
+            sys.executable,
+            "-m",
+            "digitrec.inference.cli",
+            str(image),
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            "cpu",
+        ],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
@@ -94,16 +106,26 @@ def _print_startup(checkpoint: Path, image: Path, runs: int) -> None:
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench.latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", nargs="+", type=Path, default=None,
-                        help="checkpoints to time (default: every model, untrained)")
+    parser.add_argument(
+        "--checkpoint", nargs="+", type=Path, default=None, help="checkpoints to time (default: every model, untrained)"
+    )
     parser.add_argument("--repeats", type=int, default=200, help="single-image calls per model (default 200)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--startup", type=int, metavar="RUNS", default=None,
-                        help="time whole processes instead: import torch vs digitrec-predict on one image, RUNS each")
+    parser.add_argument(
+        "--startup",
+        type=int,
+        metavar="RUNS",
+        default=None,
+        help="time whole processes instead: import torch vs digitrec-predict on one image, RUNS each",
+    )
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1) \
-            or (args.startup is not None and args.startup < 1):
+    if (
+        args.repeats < 1
+        or args.batch_size < 1
+        or (args.threads is not None and args.threads < 1)
+        or (args.startup is not None and args.startup < 1)
+    ):
         raise ConfigError("--repeats, --batch-size, --threads and --startup must be positive.")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,16 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_startup(checkpoint, image, args.startup)
             return 0
         checkpoints = args.checkpoint or [untrained_checkpoint(name, Path(tmp) / f"{name}.ckpt") for name in MODELS]
-        print(f"CPU: {cpu_model()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads; {args.repeats} single-image calls, batches of {args.batch_size}"
-              + ("" if args.checkpoint else "; untrained weights") + "\n")
-        print(f"| model | parameters | single image p50 (ms) | p95 (ms) | of which preprocessing p50 (ms) "
-              f"| batch of {args.batch_size}, network only (images/s) |\n|---|---:|---:|---:|---:|---:|")
+        print(
+            f"CPU: {cpu_model()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; {args.repeats} single-image calls, batches of {args.batch_size}"
+            + ("" if args.checkpoint else "; untrained weights")
+            + "\n"
+        )
+        print(
+            f"| model | parameters | single image p50 (ms) | p95 (ms) | of which preprocessing p50 (ms) "
+            f"| batch of {args.batch_size}, network only (images/s) |\n|---|---:|---:|---:|---:|---:|"
+        )
         for checkpoint in checkpoints:
             predictor = DigitPredictor(checkpoint, device="cpu")
             m = measure(predictor, image, args.repeats, args.batch_size)
-            print(f"| {predictor.model_name} | {count_parameters(predictor.net):,} | {m['p50_ms']:.2f} | "
-                  f"{m['p95_ms']:.2f} | {m['preprocess_p50_ms']:.2f} | {m['batch_images_per_s']:,.0f} |", flush=True)
+            print(
+                f"| {predictor.model_name} | {count_parameters(predictor.net):,} | {m['p50_ms']:.2f} | "
+                f"{m['p95_ms']:.2f} | {m['preprocess_p50_ms']:.2f} | {m['batch_images_per_s']:,.0f} |",
+                flush=True,
+            )
     return 0
 
 

@@ -38,8 +38,14 @@ LEVELS = (1, 4, 16)
 def multipart(data: bytes, filename: str = "digit.png") -> tuple[bytes, str]:
     """A multipart/form-data body holding one file field `file`, and its content type."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -49,16 +55,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: Path | None, threads: int, feedback_db: Path | None = None,
-                 cwd: Path | None = None) -> tuple[subprocess.Popen, int]:
+def start_server(
+    checkpoint: Path | None, threads: int, feedback_db: Path | None = None, cwd: Path | None = None
+) -> tuple[subprocess.Popen, int]:
     """`digitrec-serve` on a free port, answering once it accepts connections; it stores feedback only into
     `feedback_db` (none: nothing is written). No checkpoint: what the server chooses from `cwd`."""
     port = _free_port()
     feedback = ["--feedback-db", str(feedback_db)] if feedback_db is not None else ["--no-feedback"]
     model = ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
-    proc = subprocess.Popen([sys.executable, "-m", "digitrec.serve", *model, "--port", str(port),
-                             "--threads", str(threads), *feedback],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitrec.serve", *model, "--port", str(port), "--threads", str(threads), *feedback],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -114,8 +125,13 @@ def load(port: int, body: bytes, content_type: str, clients: int, requests: int)
         t.join()
     elapsed = time.perf_counter() - start
     ms = 1000 * np.asarray(latencies)
-    return {"requests": requests, "rps": requests / elapsed, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "errors": errors[0]}
+    return {
+        "requests": requests,
+        "rps": requests / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": errors[0],
+    }
 
 
 def in_process_p50_ms(checkpoint: Path, data: bytes, threads: int, repeats: int = 300) -> float:
@@ -149,8 +165,10 @@ def _print_startup(runs: int) -> None:
         seconds = [first_answer_seconds(data, Path(tmp)) for _ in range(runs)]
     print(f"CPU: {cpu_model()}, torch {torch.__version__}; the bundled model; {runs} starts\n")
     print("| from | to | median (s) | range (s) |\n|---|---|---:|---:|")
-    print(f"| `python -m digitrec.serve` started | first digit answered | {statistics.median(seconds):.2f} | "
-          f"{min(seconds):.2f}–{max(seconds):.2f} |")
+    print(
+        f"| `python -m digitrec.serve` started | first digit answered | {statistics.median(seconds):.2f} | "
+        f"{min(seconds):.2f}–{max(seconds):.2f} |"
+    )
 
 
 @exit_on_user_error
@@ -159,8 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: an untrained cnn (same speed)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level (default 2000)")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (default 1, as served)")
-    parser.add_argument("--startup", type=int, metavar="RUNS", default=None,
-                        help="time RUNS starts of the server (bundled model) to its first answer instead")
+    parser.add_argument(
+        "--startup",
+        type=int,
+        metavar="RUNS",
+        default=None,
+        help="time RUNS starts of the server (bundled model) to its first answer instead",
+    )
     args = parser.parse_args(argv)
     if args.startup is not None:
         _print_startup(check_range("--startup", args.startup, 1, integer=True))
@@ -183,16 +206,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    print(f"CPU: {cpu_model()}, torch {torch.__version__}; {checkpoint.name}; server torch threads {args.threads}; "
-          f"{len(data):,}-byte PNG\n")
-    print("| clients | requests | requests/s | p50 (ms) | p99 (ms) | errors | p50 vs in-process | server memory |\n"
-          "|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"CPU: {cpu_model()}, torch {torch.__version__}; {checkpoint.name}; server torch threads {args.threads}; "
+        f"{len(data):,}-byte PNG\n"
+    )
+    print(
+        "| clients | requests | requests/s | p50 (ms) | p99 (ms) | errors | p50 vs in-process | server memory |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for clients, r in rows:
-        print(f"| {clients} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['errors']} | {r['p50_ms'] / baseline:.2f}× | {r['memory_mb'] - memory_before:+.0f} MB |")
+        print(
+            f"| {clients} | {r['requests']:,} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['errors']} | {r['p50_ms'] / baseline:.2f}× | {r['memory_mb'] - memory_before:+.0f} MB |"
+        )
     print(f"\nIn-process DigitPredictor.predict on the same bytes: p50 {baseline:.2f} ms.")
-    print(f"Server resident memory: {memory_before:.0f} MB after 100 requests; 'server memory' is the change "
-          "from there after each level (levels run in turn).")
+    print(
+        f"Server resident memory: {memory_before:.0f} MB after 100 requests; 'server memory' is the change "
+        "from there after each level (levels run in turn)."
+    )
     return 0
 
 

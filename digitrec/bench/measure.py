@@ -46,8 +46,11 @@ def forward_flops(net: nn.Module, sample: torch.Tensor) -> int:
 
     def count(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal macs
-        per_output = layer.in_features if isinstance(layer, nn.Linear) else (
-            layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1])
+        per_output = (
+            layer.in_features
+            if isinstance(layer, nn.Linear)
+            else (layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1])
+        )
         macs += output.numel() // output.shape[0] * per_output
 
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

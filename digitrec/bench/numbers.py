@@ -45,8 +45,14 @@ class Number:
     gap: str
 
 
-def make_number(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator, length: int, gap: str,
-                digit_height: float | None = None) -> Number:
+def make_number(
+    digits: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    length: int,
+    gap: str,
+    digit_height: float | None = None,
+) -> Number:
     """A number of `length` random digits (28×28 uint8, light on dark) in a row, as described above."""
     height = digit_height or rng.uniform(32, 96)
     scale = height / 28
@@ -57,8 +63,9 @@ def make_number(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator
         columns = np.flatnonzero(digit.max(0) > 0)
         digit = digit[:, columns[0] : columns[-1] + 1]
         size = scale * rng.uniform(0.85, 1.15)
-        patch = Image.fromarray(digit).resize((max(1, round(digit.shape[1] * size)), round(28 * size)),
-                                              Image.Resampling.BILINEAR)
+        patch = Image.fromarray(digit).resize(
+            (max(1, round(digit.shape[1] * size)), round(28 * size)), Image.Resampling.BILINEAR
+        )
         patches.append(np.clip(np.asarray(patch), 0, 1))
         if i:
             x += round(rng.uniform(*GAPS[gap]) * scale)
@@ -67,8 +74,9 @@ def make_number(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator
         x += patches[-1].shape[1]
     margin = round(0.3 * height)
     top = min(tops)
-    canvas = np.zeros((max(t + p.shape[0] for t, p in zip(tops, patches)) - top + 2 * margin, x + 2 * margin),
-                      np.float32)
+    canvas = np.zeros(
+        (max(t + p.shape[0] for t, p in zip(tops, patches)) - top + 2 * margin, x + 2 * margin), np.float32
+    )
     boxes = []
     for patch, t, left in zip(patches, tops, lefts):
         y0, x0 = t - top + margin, left + margin
@@ -78,15 +86,21 @@ def make_number(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator
         boxes.append((x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1))
     paper = rng.uniform(225, 255)
     pixels = paper - (paper - rng.uniform(0, 60)) * canvas + rng.normal(0, rng.uniform(0, 6), canvas.shape)
-    return Number(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "".join(str(int(labels[p])) for p in picks),
-                  [int(p) for p in picks], boxes, gap)
+    return Number(
+        np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
+        "".join(str(int(labels[p])) for p in picks),
+        [int(p) for p in picks],
+        boxes,
+        gap,
+    )
 
 
 def make_numbers(digits: np.ndarray, labels: np.ndarray, count: int, seed: int) -> list[Number]:
     """`count` numbers, their lengths and gap classes drawn evenly."""
     rng = np.random.default_rng(seed)
-    return [make_number(digits, labels, rng, int(rng.choice(LENGTHS)), str(rng.choice(list(GAPS))))
-            for _ in range(count)]
+    return [
+        make_number(digits, labels, rng, int(rng.choice(LENGTHS)), str(rng.choice(list(GAPS)))) for _ in range(count)
+    ]
 
 
 def judge(reading: dict[str, Any], number: Number) -> dict[str, int]:
@@ -95,19 +109,28 @@ def judge(reading: dict[str, Any], number: Number) -> dict[str, int]:
     truth = [(b[0], b[2]) for b in number.boxes]
     found = [(d["box"][0], d["box"][2]) for d in reading["digits"]]
     overlap = np.array([[max(0, min(f[1], t[1]) - max(f[0], t[0])) for t in truth] for f in found]).reshape(
-        len(found), len(truth))
+        len(found), len(truth)
+    )
     widths = np.array([t[1] - t[0] for t in truth])
     merged = [k for k in range(len(found)) if (overlap[k] > widths / 2).sum() >= 2]
     owner = [int(row.argmax()) if row.max() > 0 else -1 for row in overlap]
     covered = {t for k in merged for t in np.flatnonzero(overlap[k] > widths / 2)}
     counts = [owner.count(t) for t in range(len(truth))]
-    right = sum(1 for k, t in enumerate(owner) if t >= 0 and counts[t] == 1 and k not in merged
-                and reading["digits"][k]["digit"] == int(number.text[t]))
+    right = sum(
+        1
+        for k, t in enumerate(owner)
+        if t >= 0 and counts[t] == 1 and k not in merged and reading["digits"][k]["digit"] == int(number.text[t])
+    )
     one_each = not merged and counts == [1] * len(truth)
-    return {"exact": int(reading["text"] == number.text), "right": right, "digits": len(truth),
-            "split": sum(c > 1 for c in counts), "merged": len(merged),
-            "missed": sum(1 for t, c in enumerate(counts) if c == 0 and t not in covered),
-            "order": int(one_each and owner != sorted(owner))}
+    return {
+        "exact": int(reading["text"] == number.text),
+        "right": right,
+        "digits": len(truth),
+        "split": sum(c > 1 for c in counts),
+        "merged": len(merged),
+        "missed": sum(1 for t, c in enumerate(counts) if c == 0 and t not in covered),
+        "order": int(one_each and owner != sorted(owner)),
+    }
 
 
 def run(predictor: DigitPredictor, numbers: list[Number]) -> list[dict[str, Any]]:
@@ -122,8 +145,10 @@ def run(predictor: DigitPredictor, numbers: list[Number]) -> list[dict[str, Any]
 
 
 def table(rows: list[dict[str, Any]], key: str, values: Sequence[Any]) -> str:
-    lines = [f"| {key} | numbers | exact | digits right | " + " | ".join(MISTAKES) + " | ms per reading (p50) |",
-             "|---|---:|---:|---:|" + "---:|" * len(MISTAKES) + "---:|"]
+    lines = [
+        f"| {key} | numbers | exact | digits right | " + " | ".join(MISTAKES) + " | ms per reading (p50) |",
+        "|---|---:|---:|---:|" + "---:|" * len(MISTAKES) + "---:|",
+    ]
     for value in [*values, "all"]:
         group = [r for r in rows if value == "all" or r[key] == value]
         if not group:
@@ -138,8 +163,10 @@ def table(rows: list[dict[str, Any]], key: str, values: Sequence[Any]) -> str:
 
 def grid(rows: list[dict[str, Any]]) -> str:
     """Exact readings by gap class (rows) and length (columns): each cell's % and how many numbers."""
-    lines = ["| exact (numbers) | " + " | ".join(f"{n} digits" for n in LENGTHS) + " |",
-             "|---|" + "---:|" * len(LENGTHS)]
+    lines = [
+        "| exact (numbers) | " + " | ".join(f"{n} digits" for n in LENGTHS) + " |",
+        "|---|" + "---:|" * len(LENGTHS),
+    ]
     for gap in GAPS:
         cells = []
         for length in LENGTHS:
@@ -157,8 +184,9 @@ def alone_accuracy(predictor: DigitPredictor, digits: np.ndarray, labels: np.nda
     return float(np.mean([a["digit"] == labels[p] for a, p in zip(answers, picks)]))
 
 
-def wide_image_ms(predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray, seed: int,
-                  repeats: int) -> tuple[float, float]:
+def wide_image_ms(
+    predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray, seed: int, repeats: int
+) -> tuple[float, float]:
     """p50 and p95 (ms) of reading a separated 4-digit number written 180 px high on a 1000×300 image."""
     number = make_number(digits, labels, np.random.default_rng(seed), 4, "separated", digit_height=180)
     image = np.full((300, 1000), int(np.median(number.image)), np.uint8)
@@ -184,8 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from digitrec.inference.predictor import DigitPredictor
 
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench.numbers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a .ckpt or a run folder (default: the newest *-best.ckpt under outputs/)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a .ckpt or a run folder (default: the newest *-best.ckpt under outputs/)",
+    )
     parser.add_argument("--count", type=int, default=500, help="numbers to read (default 500)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -202,18 +234,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = DigitPredictor(checkpoint, device="cpu")
     numbers = make_numbers(digits, labels, args.count, args.seed)
     rows = run(predictor, numbers)
-    print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
-          f"{predictor.temperature_source}); {args.count} numbers from MNIST test digits, seed {args.seed}\n")
+    print(
+        f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
+        f"{predictor.temperature_source}); {args.count} numbers from MNIST test digits, seed {args.seed}\n"
+    )
     print(table(rows, "gap", list(GAPS)) + "\n")
     print(table(rows, "length", list(LENGTHS)) + "\n")
     print(grid(rows) + "\n")
     alone = alone_accuracy(predictor, digits, labels, numbers)
-    print(f"The same digits one by one through predict (28×28 MNIST): {100 * alone:.2f} % right; at best "
-          + ", ".join(f"{100 * alone ** n:.1f} %" for n in (2, 4, 8)) + " of 2, 4 and 8-digit numbers read exactly")
+    print(
+        f"The same digits one by one through predict (28×28 MNIST): {100 * alone:.2f} % right; at best "
+        + ", ".join(f"{100 * alone**n:.1f} %" for n in (2, 4, 8))
+        + " of 2, 4 and 8-digit numbers read exactly"
+    )
     p50, p95 = wide_image_ms(predictor, digits, labels, args.seed, args.repeats)
-    print(f"A separated 4-digit number on a 1000×300 image: {p50:.1f} ms per reading (p50), {p95:.1f} ms (p95), "
-          f"{args.repeats} readings")
+    print(
+        f"A separated 4-digit number on a 1000×300 image: {p50:.1f} ms per reading (p50), {p95:.1f} ms (p95), "
+        f"{args.repeats} readings"
+    )
     return 0
 
 

@@ -10,21 +10,47 @@ from digitrec.bench.setup import MATMUL_SIZE
 
 
 def variants_table(variants: dict[str, dict[str, float]]) -> str:
-    rows = [[label, f"{r['train_images_per_s']:,.0f}", f"{r['vs_reference']:.2f}×", f"{r['first_step_seconds']:.1f}"]
-            for label, r in variants.items()]
+    rows = [
+        [label, f"{r['train_images_per_s']:,.0f}", f"{r['vs_reference']:.2f}×", f"{r['first_step_seconds']:.1f}"]
+        for label, r in variants.items()
+    ]
     return format_table(("variant", "train img/s", "vs first", "first step s"), rows)
 
 
-COLUMNS = ("model", "params", "fwd MFLOP/img", "train img/s", "eval img/s", "train GFLOP/s", "% peak",
-           "epoch s fit", "epoch % peak", "epoch s per-sample", "fit vs per-sample", "epoch s plain", "fit vs plain")
+COLUMNS = (
+    "model",
+    "params",
+    "fwd MFLOP/img",
+    "train img/s",
+    "eval img/s",
+    "train GFLOP/s",
+    "% peak",
+    "epoch s fit",
+    "epoch % peak",
+    "epoch s per-sample",
+    "fit vs per-sample",
+    "epoch s plain",
+    "fit vs plain",
+)
 
 
 def table_row(name: str, r: dict[str, Any]) -> list[str]:
     epoch = r["epoch_seconds"]
-    return [name, f"{r['parameters']:,}", f"{r['forward_mflops']:.1f}", f"{r['train_images_per_s']:,.0f}",
-            f"{r['eval_images_per_s']:,.0f}", f"{r['train_gflops']:.1f}", f"{100 * r['train_peak_fraction']:.0f}",
-            f"{epoch['trainer_fit']:.1f}", f"{100 * r['epoch_peak_fraction']:.0f}", f"{epoch['per_sample']:.1f}",
-            f"{r['speedup_vs_per_sample']:.2f}×", f"{epoch['plain_loop']:.1f}", f"{r['fit_vs_plain']:.2f}×"]
+    return [
+        name,
+        f"{r['parameters']:,}",
+        f"{r['forward_mflops']:.1f}",
+        f"{r['train_images_per_s']:,.0f}",
+        f"{r['eval_images_per_s']:,.0f}",
+        f"{r['train_gflops']:.1f}",
+        f"{100 * r['train_peak_fraction']:.0f}",
+        f"{epoch['trainer_fit']:.1f}",
+        f"{100 * r['epoch_peak_fraction']:.0f}",
+        f"{epoch['per_sample']:.1f}",
+        f"{r['speedup_vs_per_sample']:.2f}×",
+        f"{epoch['plain_loop']:.1f}",
+        f"{r['fit_vs_plain']:.2f}×",
+    ]
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -60,8 +86,11 @@ def report(result: dict[str, Any]) -> str:
         f"  Trainer.fit: median of {steps // plan['segment']} segments of {plan['segment']} steps after {plan['warmup_steps']} warm-up steps.",
         f"- eval img/s: batch {result['eval_batch_size']}, no grad: median of {plan['eval_repeats']} after 1 warm-up; "
         f"against batch {4 * result['eval_batch_size']}: "
-        + ", ".join(f"{name} {r['eval_images_per_s'] / r['eval_images_per_s_4x_batch']:.2f}×"
-                    for name, r in result["models"].items()) + ".",
+        + ", ".join(
+            f"{name} {r['eval_images_per_s'] / r['eval_images_per_s_4x_batch']:.2f}×"
+            for name, r in result["models"].items()
+        )
+        + ".",
         f"- epoch s: training with augmentation + validation, extrapolated from {steps} training batches (after",
         f"  {plan['warmup_steps']} warm-up) and {plan['val_batches'] - 1} validation batch(es) (after 1 warm-up) "
         f"to {result['train_images']:,} + {result['val_images']:,} images.",
@@ -73,10 +102,14 @@ def report(result: dict[str, Any]) -> str:
     ]
     if result.get("variants"):
         vplan = result["variant_plan"]
-        lines += ["", f"{result['variant_model']} training variants (Trainer.fit, batch {batch}, median of "
-                      f"{vplan['measured_steps'] // vplan['segment']} segments of {vplan['segment']} steps after "
-                      f"{vplan['warmup_steps']} warm-up steps; the first step includes compilation):", "",
-                  variants_table(result["variants"])]
+        lines += [
+            "",
+            f"{result['variant_model']} training variants (Trainer.fit, batch {batch}, median of "
+            f"{vplan['measured_steps'] // vplan['segment']} segments of {vplan['segment']} steps after "
+            f"{vplan['warmup_steps']} warm-up steps; the first step includes compilation):",
+            "",
+            variants_table(result["variants"]),
+        ]
     return "\n".join(lines)
 
 
@@ -84,5 +117,7 @@ def load_warning(load: float | None) -> list[str]:
     """A note when other processes were already busy: shared cores make every number here low."""
     if load is None or load < 0.5:
         return []
-    return [f"note: load average was {load:.1f} at start (other processes share the {os.cpu_count()} cores): "
-            "rates are lower and noisier than on a quiet machine (--threads 1 suffers less from sharing)."]
+    return [
+        f"note: load average was {load:.1f} at start (other processes share the {os.cpu_count()} cores): "
+        "rates are lower and noisier than on a quiet machine (--threads 1 suffers less from sharing)."
+    ]

@@ -47,8 +47,9 @@ def rerender(digit: np.ndarray, rng: np.random.Generator, transparent: bool = Fa
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def rerendered_accuracy(predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray,
-                        seed: int = 0) -> dict[str, float]:
+def rerendered_accuracy(
+    predictor: DigitPredictor, digits: np.ndarray, labels: np.ndarray, seed: int = 0
+) -> dict[str, float]:
     """Accuracy (0-1) of `predictor` on N×28×28 uint8 digits, plain and re-rendered, and the
     fraction of predictions the preprocessing changes on the plain digits."""
     plain_predictor = predictor.with_options(preprocess=False)

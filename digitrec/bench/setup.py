@@ -39,13 +39,31 @@ class Plan:
     rounds: int = 1  # Trainer.fit and the plain loop alternate this many times; medians are reported
 
 
-FULL = Plan(warmup_steps=5, measured_steps=50, segment=5, val_batches=4, eval_repeats=7,
-            matmul_repeats=10, augment_batches=30, per_sample_batches=8, rounds=3)
-QUICK = Plan(warmup_steps=2, measured_steps=6, segment=2, val_batches=2, eval_repeats=3,
-             matmul_repeats=3, augment_batches=8, per_sample_batches=2)
+FULL = Plan(
+    warmup_steps=5,
+    measured_steps=50,
+    segment=5,
+    val_batches=4,
+    eval_repeats=7,
+    matmul_repeats=10,
+    augment_batches=30,
+    per_sample_batches=8,
+    rounds=3,
+)
+QUICK = Plan(
+    warmup_steps=2,
+    measured_steps=6,
+    segment=2,
+    val_batches=2,
+    eval_repeats=3,
+    matmul_repeats=3,
+    augment_batches=8,
+    per_sample_batches=2,
+)
 
 
 # ---- data ------------------------------------------------------------------------------------
+
 
 def _write_idx(path: Path, tensor: torch.Tensor) -> None:
     header = bytes([0, 0, 0x08, tensor.dim()]) + b"".join(int(d).to_bytes(4, "big") for d in tensor.shape)
@@ -89,6 +107,7 @@ def load_data(tmp: Path) -> tuple[MNISTDataModule, str]:
 
 # ---- configuration and module -------------------------------------------------------------------
 
+
 def compose_config(model: str, plan: Plan, root: Path, extra: Sequence[str] = ()) -> DictConfig:
     """The training config train.py would use, with logging, checkpoints and progress bar off.
 
@@ -97,12 +116,22 @@ def compose_config(model: str, plan: Plan, root: Path, extra: Sequence[str] = ()
     conf_dir = REPO_ROOT / "conf"
     if not conf_dir.is_dir():
         raise ConfigError(f"No Hydra configs in {conf_dir}: run the benchmark from a clone of the repository.")
-    settings = {"model": model, "~callbacks": None, "~logger": None, "trainer.accelerator": "cpu",
-                "trainer.devices": 1, "trainer.precision": "32-true", "trainer.max_epochs": 1,
-                "trainer.limit_train_batches": plan.warmup_steps + plan.measured_steps,
-                "trainer.limit_val_batches": plan.val_batches, "trainer.num_sanity_val_steps": 0,
-                "trainer.enable_checkpointing": "false", "trainer.enable_progress_bar": "false",
-                "trainer.enable_model_summary": "false", "trainer.default_root_dir": root}
+    settings = {
+        "model": model,
+        "~callbacks": None,
+        "~logger": None,
+        "trainer.accelerator": "cpu",
+        "trainer.devices": 1,
+        "trainer.precision": "32-true",
+        "trainer.max_epochs": 1,
+        "trainer.limit_train_batches": plan.warmup_steps + plan.measured_steps,
+        "trainer.limit_val_batches": plan.val_batches,
+        "trainer.num_sanity_val_steps": 0,
+        "trainer.enable_checkpointing": "false",
+        "trainer.enable_progress_bar": "false",
+        "trainer.enable_model_summary": "false",
+        "trainer.default_root_dir": root,
+    }
     settings |= dict(override.split("=", 1) for override in extra)
     overrides = [key if value is None else f"{key}={value}" for key, value in settings.items()]
     try:

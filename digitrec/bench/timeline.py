@@ -43,7 +43,9 @@ class Timeline(Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.val_started()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self.val_batch_ended(len(batch[1]))
 
     def step_seconds(self, warmup: int) -> list[float]:
@@ -52,7 +54,7 @@ class Timeline(Callback):
 
     def iteration_seconds(self, warmup: int) -> list[float]:
         """Whole iterations, end to end: data fetch, augmentation and the step."""
-        return [b - a for a, b in zip(self.step_ends, self.step_ends[1:])][max(warmup - 1, 0):]
+        return [b - a for a, b in zip(self.step_ends, self.step_ends[1:])][max(warmup - 1, 0) :]
 
     def val_seconds_per_image(self) -> float:
         """Median over validation batches after the first (a warm-up) of seconds per image."""

@@ -84,9 +84,15 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
     for i in range(plan.rounds):  # alternating: a drift in the machine's speed hits both alike
         progress(f"{name}: Trainer.fit and plain PyTorch loop, round {i + 1} of {plan.rounds}")
         fits.append(epoch_cost(fit_timeline(cfg, datamodule=datamodule), plan, datamodule))
-        plains.append(epoch_cost(plain_loop_timeline(build_module(cfg), cfg, datamodule,
-                                                     plan.warmup_steps + plan.measured_steps, plan.val_batches),
-                                 plan, datamodule))
+        plains.append(
+            epoch_cost(
+                plain_loop_timeline(
+                    build_module(cfg), cfg, datamodule, plan.warmup_steps + plan.measured_steps, plan.val_batches
+                ),
+                plan,
+                datamodule,
+            )
+        )
     fit, plain = _median_cost(fits), _median_cost(plains)
     progress(f"{name}: per-sample pipeline")
     per_sample = epoch_cost(fit_timeline(cfg, **per_sample_loaders(datamodule)), plan, datamodule)
@@ -115,12 +121,16 @@ def bench_model(name: str, plan: Plan, datamodule: MNISTDataModule, peak: float,
 
 def bench_augmentation(images: torch.Tensor, labels: torch.Tensor, batch: int, plan: Plan) -> dict[str, float]:
     """Images/s of the batched augmentation (as the data module applies it) and of the original per-image path."""
-    batched = median_time(lambda: normalize(augment_batch(to_pixels(images[:batch]))),
-                          warmup=2, repeats=plan.augment_batches)
+    batched = median_time(
+        lambda: normalize(augment_batch(to_pixels(images[:batch]))), warmup=2, repeats=plan.augment_batches
+    )
     dataset = PerSampleMNIST(images, labels, per_sample_transforms(True))
     per_sample = median_time(lambda: [dataset[i] for i in range(batch)], warmup=1, repeats=plan.per_sample_batches)
-    return {"batched_images_per_s": batch / batched, "per_sample_images_per_s": batch / per_sample,
-            "ratio": per_sample / batched}
+    return {
+        "batched_images_per_s": batch / batched,
+        "per_sample_images_per_s": batch / per_sample,
+        "ratio": per_sample / batched,
+    }
 
 
 # ---- training variants: what was tried, kept or dropped ---------------------------------------------
@@ -134,12 +144,25 @@ VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {  # label: (config override
     "torch.compile (fp32, channels_last)": ((), True),
 }
 # Few steps: the slow variants (bf16 on a CPU without bf16 units) cost seconds per step.
-VARIANT_PLAN = Plan(warmup_steps=3, measured_steps=10, segment=2, val_batches=0, eval_repeats=0,
-                    matmul_repeats=0, augment_batches=0, per_sample_batches=0)
+VARIANT_PLAN = Plan(
+    warmup_steps=3,
+    measured_steps=10,
+    segment=2,
+    val_batches=0,
+    eval_repeats=0,
+    matmul_repeats=0,
+    augment_batches=0,
+    per_sample_batches=0,
+)
 
 
-def bench_variants(name: str, datamodule: MNISTDataModule, root: Path, plan: Plan = VARIANT_PLAN,
-                   variants: dict[str, tuple[tuple[str, ...], bool]] = VARIANTS) -> dict[str, dict[str, float]]:
+def bench_variants(
+    name: str,
+    datamodule: MNISTDataModule,
+    root: Path,
+    plan: Plan = VARIANT_PLAN,
+    variants: dict[str, tuple[tuple[str, ...], bool]] = VARIANTS,
+) -> dict[str, dict[str, float]]:
     """Training images/s of one model per variant (the first is the reference), and each first step's
     seconds (where torch.compile compiles)."""
     results = {}
@@ -148,8 +171,10 @@ def bench_variants(name: str, datamodule: MNISTDataModule, root: Path, plan: Pla
         cfg = compose_config(name, plan, root, overrides)
         timeline = fit_timeline(cfg, compile_net=compile_net, datamodule=datamodule)
         step = segment_median(timeline.step_seconds(plan.warmup_steps), plan.segment)
-        results[label] = {"train_images_per_s": datamodule.hparams.batch_size / step,
-                          "first_step_seconds": timeline.step_seconds(0)[0]}
+        results[label] = {
+            "train_images_per_s": datamodule.hparams.batch_size / step,
+            "first_step_seconds": timeline.step_seconds(0)[0],
+        }
     reference = next(iter(results.values()))["train_images_per_s"]
     for result in results.values():
         result["vs_reference"] = result["train_images_per_s"] / reference

@@ -44,6 +44,8 @@ def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = E
     correct = (pred == labels).double()
     index = (confidence.double() * n_bins).long().clamp(max=n_bins - 1)
     count = torch.bincount(index, minlength=n_bins)
-    sums = {name: torch.bincount(index, weights=values, minlength=n_bins)
-            for name, values in (("bin_confidence", confidence.double()), ("bin_accuracy", correct))}
+    sums = {
+        name: torch.bincount(index, weights=values, minlength=n_bins)
+        for name, values in (("bin_confidence", confidence.double()), ("bin_accuracy", correct))
+    }
     return {**{name: (s / count.clamp(min=1)).tolist() for name, s in sums.items()}, "bin_count": count.tolist()}

@@ -37,8 +37,15 @@ def confusion_figure(counts: torch.Tensor, title: str = "Confusion matrix") -> F
     fig.colorbar(image, ax=ax, label="share of the true digit")
     for (row, col), count in np.ndenumerate(counts.numpy()):
         if count:
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if shares[row, col] > 0.5 else "black")
+            ax.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if shares[row, col] > 0.5 else "black",
+            )
     ticks = range(counts.shape[0])
     ax.set(xticks=ticks, yticks=ticks, xlabel="predicted digit", ylabel="true digit", title=title)
     return fig
@@ -63,8 +70,13 @@ def digit_grid_figure(images: torch.Tensor, titles: Sequence[str], colors: Seque
     return fig
 
 
-def misclassified_figure(images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor,
-                         confidences: torch.Tensor, title: str = "Most confident errors") -> Figure:
+def misclassified_figure(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    preds: torch.Tensor,
+    confidences: torch.Tensor,
+    title: str = "Most confident errors",
+) -> Figure:
     titles = [f"true {y} → {p}\n{c:.1%}" for y, p, c in zip(labels.tolist(), preds.tolist(), confidences.tolist())]
     return digit_grid_figure(images, titles, [WRONG] * len(titles), title)
 
@@ -82,8 +94,11 @@ def training_curves_figure(curves: Mapping[str, Sequence[tuple[float, float]]], 
     """Loss, accuracy and learning rate against `x_label`; `curves` maps a tag to (x, value) points."""
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     fig.suptitle(f"Training curves ({source})")
-    panels = (("loss", ("train/loss_epoch", "val/loss")), ("accuracy", ("train/acc", "val/acc")),
-              ("learning rate", tuple(t for t in curves if t.startswith("lr-"))))
+    panels = (
+        ("loss", ("train/loss_epoch", "val/loss")),
+        ("accuracy", ("train/acc", "val/acc")),
+        ("learning rate", tuple(t for t in curves if t.startswith("lr-"))),
+    )
     for i, (name, tags) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
         for tag in tags:
@@ -129,8 +144,15 @@ def reliability_figure(panels: Mapping[str, Mapping[str, Sequence[float] | float
         count = np.asarray(panel["bin_count"])
         filled = count > 0
         acc, conf = np.asarray(panel["bin_accuracy"])[filled], np.asarray(panel["bin_confidence"])[filled]
-        ax.bar(edges[:-1][filled], acc, width=1 / n_bins, align="edge", edgecolor="black", color="tab:blue",
-               label="accuracy")
+        ax.bar(
+            edges[:-1][filled],
+            acc,
+            width=1 / n_bins,
+            align="edge",
+            edgecolor="black",
+            color="tab:blue",
+            label="accuracy",
+        )
         ax.vlines(centers[filled], acc, conf, color="tab:red", linewidth=2)
         ax.plot(centers[filled], conf, "o", color="tab:red", markersize=4, label="mean confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
@@ -141,8 +163,9 @@ def reliability_figure(panels: Mapping[str, Mapping[str, Sequence[float] | float
     return fig
 
 
-def comparison_figure(title: str, names: Sequence[str], test_errors: Sequence[float | None],
-                      fit_seconds: Sequence[float | None]) -> Figure:
+def comparison_figure(
+    title: str, names: Sequence[str], test_errors: Sequence[float | None], fit_seconds: Sequence[float | None]
+) -> Figure:
     """Bars per run: test error (%) and training time (s); a failed run's bars read n/a."""
     fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 3), 4.4), layout="constrained")
     fig.suptitle(f"Sweep {title}")
@@ -156,8 +179,7 @@ def comparison_figure(title: str, names: Sequence[str], test_errors: Sequence[fl
     return fig
 
 
-def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], clean: torch.Tensor,
-                      title: str) -> Figure:
+def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], clean: torch.Tensor, title: str) -> Figure:
     """Accuracy per corruption (bar: mean over severities, dots: each severity) beside clean accuracy,
     and one test digit under every corruption and severity (`examples[name]`: (severities, 28, 28))."""
     rows = report["corruptions"]
@@ -170,19 +192,33 @@ def robustness_figure(report: Mapping, examples: Mapping[str, torch.Tensor], cle
     colors = ["tab:orange" if rows[n]["trained_on"] else "tab:blue" for n in names]
     ax.barh(y, [100 * rows[n]["accuracy"] for n in names], color=colors, alpha=0.6)
     for s, marker in zip(report["severities"], "o^s"):
-        ax.scatter([100 * rows[n]["severity"][str(s)] for n in names], y, marker=marker, s=14, color="black",
-                   label=f"severity {s}", zorder=3)
+        ax.scatter(
+            [100 * rows[n]["severity"][str(s)] for n in names],
+            y,
+            marker=marker,
+            s=14,
+            color="black",
+            label=f"severity {s}",
+            zorder=3,
+        )
     ax.axvline(100 * report["clean"], color=RIGHT, linestyle="--", label=f"clean {report['clean']:.2%}")
     lowest = min(min(r["severity"].values()) for r in rows.values())
-    ax.set(yticks=y, yticklabels=[n + (" *" if rows[n]["trained_on"] else "") for n in names],
-           xlim=(max(0.0, 100 * lowest - 5), 100.5), xlabel="test accuracy (%)")
+    ax.set(
+        yticks=y,
+        yticklabels=[n + (" *" if rows[n]["trained_on"] else "") for n in names],
+        xlim=(max(0.0, 100 * lowest - 5), 100.5),
+        xlabel="test accuracy (%)",
+    )
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=4, fontsize=8)
     if report["trained_on"]:
         extra = training_only(report)
-        ax.set_title("* trained on (orange); the others are held out"
-                     + (f"\nalso trained on, not rows here: {', '.join(extra)}" if extra else ""), fontsize=9)
+        ax.set_title(
+            "* trained on (orange); the others are held out"
+            + (f"\nalso trained on, not rows here: {', '.join(extra)}" if extra else ""),
+            fontsize=9,
+        )
     axes = grid_area.subplots(len(names), 1 + len(report["severities"]), squeeze=False)
     for r, name in enumerate(names):
         for c, image in enumerate([clean, *examples[name]]):

@@ -30,8 +30,7 @@ def predict_logits(net: nn.Module, images: torch.Tensor, batch_size: int, device
     return torch.cat(chunks) if chunks else torch.empty(0, NUM_CLASSES)
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor,
-                           label_smoothing: float = 0.0) -> dict[str, Any]:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> dict[str, Any]:
     """Accuracy; precision / recall / F1 (macro, weighted, per class); confusion matrix; loss.
 
     No per-class accuracy: the share of one digit's images answered right is its recall.
@@ -51,8 +50,9 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor,
         "test_loss": float(F.cross_entropy(logits, labels, label_smoothing=label_smoothing)),
         "macro": {name: float(metric(cls, "macro")) for name, cls in _PER_CLASS.items()},
         "weighted": {name: float(metric(cls, "weighted")) for name, cls in _PER_CLASS.items()},
-        "per_class": {str(d): {**{k: v[d] for k, v in per_class.items()}, "support": support[d]}
-                      for d in range(NUM_CLASSES)},
+        "per_class": {
+            str(d): {**{k: v[d] for k, v in per_class.items()}, "support": support[d]} for d in range(NUM_CLASSES)
+        },
         "confusion_matrix": confusion.tolist(),
     }
 
@@ -62,8 +62,10 @@ def format_report(report: dict[str, Any]) -> str:
     n = report["test_size"]
     lines = [
         f"Classification report: {report['model']} ({report['parameters']:,} parameters) on {n:,} MNIST test digits",
-        *(f"checkpoint: {c}" for c in ([report["checkpoint"]] if isinstance(report["checkpoint"], str)
-                                        else report["checkpoint"])),
+        *(
+            f"checkpoint: {c}"
+            for c in ([report["checkpoint"]] if isinstance(report["checkpoint"], str) else report["checkpoint"])
+        ),
         *([f"test-time augmentation: {len(TTA_VIEWS)} views (1-px shifts, ±8° rotations)"] if report["tta"] else []),
         "",
         f"{'digit':>12}{'precision':>11}{'recall':>9}{'f1-score':>10}{'support':>10}",
@@ -74,21 +76,32 @@ def format_report(report: dict[str, Any]) -> str:
     for name in ("macro", "weighted"):
         avg = report[name]
         lines.append(f"{name + ' avg':>12}{avg['precision']:>11.4f}{avg['recall']:>9.4f}{avg['f1']:>10.4f}{n:>10}")
-    lines += ["", f"errors: {report['errors']}   test loss: {report['test_loss']:.4f}   "
-                  f"temperature: {report['temperature']:.3f}"]
-    lines += [f"member {m['accuracy']:.4f} test, {m['validation_accuracy']:.4f} validation: {m['checkpoint']}"
-              for m in report.get("members", [])]
+    lines += [
+        "",
+        f"errors: {report['errors']}   test loss: {report['test_loss']:.4f}   temperature: {report['temperature']:.3f}",
+    ]
+    lines += [
+        f"member {m['accuracy']:.4f} test, {m['validation_accuracy']:.4f} validation: {m['checkpoint']}"
+        for m in report.get("members", [])
+    ]
     lines.append("A digit's recall is its accuracy: the share of its test images answered right.")
     return "\n".join(lines) + "\n"
 
 
-def calibrate(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits: torch.Tensor,
-              test_labels: torch.Tensor, fit: bool = True) -> tuple[float, dict[str, Any]]:
+def calibrate(
+    val_logits: torch.Tensor,
+    val_labels: torch.Tensor,
+    test_logits: torch.Tensor,
+    test_labels: torch.Tensor,
+    fit: bool = True,
+) -> tuple[float, dict[str, Any]]:
     """The temperature fitted on the validation split (1.0 without `fit`), and ECE / NLL of both
     splits before and after it."""
     temperature = fit_temperature(val_logits, val_labels) if fit else 1.0
     report: dict[str, Any] = {"bins": ECE_BINS}
     for split, logits, labels in (("test", test_logits, test_labels), ("validation", val_logits, val_labels)):
-        report[split] = {"before": calibration_errors(logits, labels),
-                         "after": calibration_errors(logits / temperature, labels)}
+        report[split] = {
+            "before": calibration_errors(logits, labels),
+            "after": calibration_errors(logits / temperature, labels),
+        }
     return temperature, report

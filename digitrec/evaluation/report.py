@@ -67,8 +67,9 @@ class _Member:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate_checkpoint(ckpt: str | Path | Sequence[str | Path], output_dir: str | Path | None = None,
-                        options: EvalOptions = EvalOptions()) -> dict[str, Any]:
+def evaluate_checkpoint(
+    ckpt: str | Path | Sequence[str | Path], output_dir: str | Path | None = None, options: EvalOptions = EvalOptions()
+) -> dict[str, Any]:
     """Evaluate one checkpoint, or the ensemble of several (the mean of their calibrated probabilities),
     on the official test set; with `tta`, also averaged over small shifts and rotations. Write the
     report files (with `robustness`, also robustness.json / .txt / .png) into `output_dir` (default:
@@ -85,13 +86,15 @@ def evaluate_checkpoint(ckpt: str | Path | Sequence[str | Path], output_dir: str
     scorer, report, test_logits = _score(members, datamodule, options, dev, out)
     robust = _robustness(scorer, members, datamodule, options, dev) if options.robustness else None
     if robust is not None:
-        report["robustness"] = {k: robust[k] for k in ("clean", "mean", "held_out_mean", "worst", "low_resolution")
-                                if k in robust}
+        report["robustness"] = {
+            k: robust[k] for k in ("clean", "mean", "held_out_mean", "worst", "low_resolution") if k in robust
+        }
     test = datamodule.test_set
 
     def write(folder: Path) -> None:
-        write_reports(folder, report, test.images, test.labels, test_logits, options.num_errors, options.num_demo,
-                      options.seed)
+        write_reports(
+            folder, report, test.images, test.labels, test_logits, options.num_errors, options.num_demo, options.seed
+        )
         if robust is not None:
             write_robustness(folder, robust, test.images, test.labels, f"{report['model']}: robustness")
 
@@ -111,8 +114,9 @@ def _output_dir(paths: Sequence[Path], output_dir: str | Path | None, tta: bool)
     return default.with_name(default.name + ("-tta" if tta else ""))
 
 
-def _score(members: Sequence[_Member], datamodule: MNISTDataModule, options: EvalOptions, dev: torch.device,
-           out: Path) -> tuple[torch.nn.Module, dict[str, Any], torch.Tensor]:
+def _score(
+    members: Sequence[_Member], datamodule: MNISTDataModule, options: EvalOptions, dev: torch.device, out: Path
+) -> tuple[torch.nn.Module, dict[str, Any], torch.Tensor]:
     """Each member's logits and temperature, then what answers for them all (`combine`) and its report."""
     test, val = datamodule.test_set, datamodule.val_set
     for m in members:
@@ -137,26 +141,47 @@ def _score(members: Sequence[_Member], datamodule: MNISTDataModule, options: Eva
         "tta": bool(options.tta),
         **classification_metrics(test_logits, test.labels, members[0].trained.hparams.get("label_smoothing", 0.0)),
         "validation_accuracy": _accuracy(val_logits, val.labels),
-        "temperature": temperature, "calibration": calibration,
-        "data": {"data_dir": str(datamodule.data_dir), "checksums": datamodule.checksums,
-                 "validation_size": len(val.labels), "val_fraction": datamodule.hparams.val_fraction,
-                 "split_seed": datamodule.hparams.split_seed},
+        "temperature": temperature,
+        "calibration": calibration,
+        "data": {
+            "data_dir": str(datamodule.data_dir),
+            "checksums": datamodule.checksums,
+            "validation_size": len(val.labels),
+            "val_fraction": datamodule.hparams.val_fraction,
+            "split_seed": datamodule.hparams.split_seed,
+        },
     }
     if not alone:
         report["members"] = [_member_summary(m, test.labels, val.labels) for m in members]
     return scorer, report, test_logits
 
 
-def _robustness(scorer: torch.nn.Module, members: Sequence[_Member], datamodule: MNISTDataModule,
-                options: EvalOptions, dev: torch.device) -> dict[str, Any]:
+def _robustness(
+    scorer: torch.nn.Module,
+    members: Sequence[_Member],
+    datamodule: MNISTDataModule,
+    options: EvalOptions,
+    dev: torch.device,
+) -> dict[str, Any]:
     test = datamodule.test_set
     trained_on = sorted({c for m in members for c in (m.trained.data_hparams.get("corruptions") or [])})
     started = time.perf_counter()
-    robust = robustness_report(lambda x: scorer(x.to(dev)).float().cpu(), test.images, test.labels,
-                               min(options.robustness_images, len(test.labels)), options.seed, options.batch_size,
-                               trained_on)
-    log.info("Robustness report: %d corruptions × %d severities on %d test digits in %.1f s.",
-             len(robust["corruptions"]), len(SEVERITIES), robust["images"], time.perf_counter() - started)
+    robust = robustness_report(
+        lambda x: scorer(x.to(dev)).float().cpu(),
+        test.images,
+        test.labels,
+        min(options.robustness_images, len(test.labels)),
+        options.seed,
+        options.batch_size,
+        trained_on,
+    )
+    log.info(
+        "Robustness report: %d corruptions × %d severities on %d test digits in %.1f s.",
+        len(robust["corruptions"]),
+        len(SEVERITIES),
+        robust["images"],
+        time.perf_counter() - started,
+    )
     return robust
 
 
@@ -169,7 +194,9 @@ def _data_module(data_dir: str | None, hparams: dict[str, Any]) -> MNISTDataModu
     trained_on = hparams.get("data_dir")
     datamodule = MNISTDataModule(
         data_dir=data_dir or (trained_on if trained_on and Path(trained_on).is_dir() else None),
-        val_fraction=hparams.get("val_fraction", 0.1), split_seed=hparams.get("split_seed", 42), augment=False,
+        val_fraction=hparams.get("val_fraction", 0.1),
+        split_seed=hparams.get("split_seed", 42),
+        augment=False,
     )
     datamodule.prepare_data()
     datamodule.setup()
@@ -179,17 +206,26 @@ def _data_module(data_dir: str | None, hparams: dict[str, Any]) -> MNISTDataModu
 def _check_same_split(members: Sequence[_Member]) -> None:
     """Members calibrated (and TTA decided) on one validation split need the same split: else one
     member's validation digits are another's training digits."""
-    splits = {(m.trained.data_hparams.get("val_fraction", 0.1), m.trained.data_hparams.get("split_seed", 42)) for m in members}
+    splits = {
+        (m.trained.data_hparams.get("val_fraction", 0.1), m.trained.data_hparams.get("split_seed", 42)) for m in members
+    }
     if len(splits) > 1:
-        raise ConfigError("the checkpoints were trained with different validation splits "
-                          f"(val_fraction, split_seed: {sorted(splits)}); an ensemble is calibrated on one "
-                          "validation split, so give checkpoints trained with the same data.val_fraction and data.split_seed.")
+        raise ConfigError(
+            "the checkpoints were trained with different validation splits "
+            f"(val_fraction, split_seed: {sorted(splits)}); an ensemble is calibrated on one "
+            "validation split, so give checkpoints trained with the same data.val_fraction and data.split_seed."
+        )
 
 
 def _member_summary(m: _Member, test_labels: torch.Tensor, val_labels: torch.Tensor) -> dict[str, Any]:
-    return {"checkpoint": str(m.path), "model": m.trained.name, "parameters": m.trained.num_parameters,
-            "accuracy": _accuracy(m.test_logits, test_labels), "validation_accuracy": _accuracy(m.val_logits, val_labels),
-            "temperature": m.temperature}
+    return {
+        "checkpoint": str(m.path),
+        "model": m.trained.name,
+        "parameters": m.trained.num_parameters,
+        "accuracy": _accuracy(m.test_logits, test_labels),
+        "validation_accuracy": _accuracy(m.val_logits, val_labels),
+        "temperature": m.temperature,
+    }
 
 
 def _log_summary(report: dict[str, Any], out: Path, robust: dict[str, Any] | None) -> None:
@@ -200,15 +236,24 @@ def _log_summary(report: dict[str, Any], out: Path, robust: dict[str, Any] | Non
         ("macro F1", f"{report['macro']['f1']:.4f}"),
         ("test loss", f"{report['test_loss']:.4f}"),
         ("validation accuracy", f"{report['validation_accuracy']:.4f} ({report['data']['validation_size']:,} digits)"),
-        ("temperature", f"{report['temperature']:.3f} (fitted on the validation digits)" if "members" not in report
-         else "each member's own; their calibrated probabilities are averaged"),
-        (f"ECE ({ECE_BINS} bins)", f"test {test['before']['ece']:.4f} -> {test['after']['ece']:.4f}, "
-                                   f"validation {val['before']['ece']:.4f} -> {val['after']['ece']:.4f}"),
+        (
+            "temperature",
+            f"{report['temperature']:.3f} (fitted on the validation digits)"
+            if "members" not in report
+            else "each member's own; their calibrated probabilities are averaged",
+        ),
+        (
+            f"ECE ({ECE_BINS} bins)",
+            f"test {test['before']['ece']:.4f} -> {test['after']['ece']:.4f}, "
+            f"validation {val['before']['ece']:.4f} -> {val['after']['ece']:.4f}",
+        ),
         ("NLL", f"test {test['before']['nll']:.4f} -> {test['after']['nll']:.4f}"),
         ("reports", str(out)),
     ]
     for m in report.get("members", []):
-        rows.insert(-1, ("member", f"{m['accuracy']:.4f} test, {m['validation_accuracy']:.4f} validation: {m['checkpoint']}"))
+        rows.insert(
+            -1, ("member", f"{m['accuracy']:.4f} test, {m['validation_accuracy']:.4f} validation: {m['checkpoint']}")
+        )
     if report["tta"]:
         rows.insert(1, ("TTA", f"{len(TTA_VIEWS)} views: shifts of 1 px, rotations of ±8°"))
     width = max(len(name) for name, _ in rows)

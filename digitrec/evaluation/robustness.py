@@ -31,13 +31,22 @@ def corrupted(images: torch.Tensor, name: str, severity: int, seed: int) -> torc
 def accuracy(scores: Scores, x: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     """Accuracy on float images in [0, 1]."""
     with torch.inference_mode():
-        right = sum(int((scores(normalize(b)).argmax(1) == y).sum())
-                    for b, y in zip(x.split(batch_size), labels.split(batch_size)))
+        right = sum(
+            int((scores(normalize(b)).argmax(1) == y).sum())
+            for b, y in zip(x.split(batch_size), labels.split(batch_size))
+        )
     return right / len(labels)
 
 
-def robustness_report(scores: Scores, images: torch.Tensor, labels: torch.Tensor, size: int = 1_000,
-                      seed: int = 0, batch_size: int = 256, trained_on: Sequence[str] = ()) -> dict[str, Any]:
+def robustness_report(
+    scores: Scores,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    size: int = 1_000,
+    seed: int = 0,
+    batch_size: int = 256,
+    trained_on: Sequence[str] = (),
+) -> dict[str, Any]:
     """Accuracy per corruption and severity on `size` test images; the mean, the worst, held-out and seen means.
 
     A corruption's accuracy is the mean over its severities; `trained_on` names the corruptions
@@ -48,15 +57,25 @@ def robustness_report(scores: Scores, images: torch.Tensor, labels: torch.Tensor
     images, labels = images[idx], labels[idx]
     rows: dict[str, Any] = {}
     for name, corruption in CORRUPTIONS.items():
-        by_severity = {str(s): accuracy(scores, corrupted(images, name, s, seed), labels, batch_size)
-                       for s in SEVERITIES}
-        rows[name] = {"accuracy": statistics.fmean(by_severity.values()), "severity": by_severity,
-                      "group": corruption.group, "trained_on": name in trained_on,
-                      "description": corruption.description}
-    means = {key: statistics.fmean(r["accuracy"] for r in rows.values() if keep(r))
-             for key, keep in (("mean", lambda r: True), ("held_out_mean", lambda r: not r["trained_on"]),
-                               ("trained_mean", lambda r: r["trained_on"]))
-             if any(keep(r) for r in rows.values())}
+        by_severity = {
+            str(s): accuracy(scores, corrupted(images, name, s, seed), labels, batch_size) for s in SEVERITIES
+        }
+        rows[name] = {
+            "accuracy": statistics.fmean(by_severity.values()),
+            "severity": by_severity,
+            "group": corruption.group,
+            "trained_on": name in trained_on,
+            "description": corruption.description,
+        }
+    means = {
+        key: statistics.fmean(r["accuracy"] for r in rows.values() if keep(r))
+        for key, keep in (
+            ("mean", lambda r: True),
+            ("held_out_mean", lambda r: not r["trained_on"]),
+            ("trained_mean", lambda r: r["trained_on"]),
+        )
+        if any(keep(r) for r in rows.values())
+    }
     worst = min(rows, key=lambda name: rows[name]["accuracy"])
     return {
         "clean": accuracy(scores, to_pixels(images), labels, batch_size),
@@ -64,7 +83,10 @@ def robustness_report(scores: Scores, images: torch.Tensor, labels: torch.Tensor
         "worst": {"corruption": worst, "accuracy": rows[worst]["accuracy"]},
         "low_resolution": rows["low_resolution"]["severity"],
         "corruptions": rows,
-        "images": size, "seed": seed, "severities": list(SEVERITIES), "trained_on": list(trained_on),
+        "images": size,
+        "seed": seed,
+        "severities": list(SEVERITIES),
+        "trained_on": list(trained_on),
     }
 
 
@@ -79,7 +101,9 @@ def format_robustness(report: dict[str, Any]) -> str:
     lines = [header]
     for name, row in report["corruptions"].items():
         mark = "  (trained on)" if row["trained_on"] else ""
-        lines.append(f"{name:<16}{row['accuracy']:>8.2%}" + "".join(f"{a:>8.2%}" for a in row["severity"].values()) + mark)
+        lines.append(
+            f"{name:<16}{row['accuracy']:>8.2%}" + "".join(f"{a:>8.2%}" for a in row["severity"].values()) + mark
+        )
     lines.append(f"{'clean':<16}{report['clean']:>8.2%}")
     summary = [f"mean {report['mean']:.2%}", f"worst {report['worst']['corruption']} {report['worst']['accuracy']:.2%}"]
     if report["trained_on"]:

@@ -18,10 +18,32 @@ from digitrec.models import model_name
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("job", "overrides", "model", "parameters", "test_acc", "macro_f1", "ece", "ece_scaled",
-           "fit_seconds", "epochs", "status")
-_HEADERS = ("job", "overrides", "model", "params", "test acc", "macro F1", "ECE", "ECE (T-scaled)",
-            "train time (s)", "epochs", "status")
+COLUMNS = (
+    "job",
+    "overrides",
+    "model",
+    "parameters",
+    "test_acc",
+    "macro_f1",
+    "ece",
+    "ece_scaled",
+    "fit_seconds",
+    "epochs",
+    "status",
+)
+_HEADERS = (
+    "job",
+    "overrides",
+    "model",
+    "params",
+    "test acc",
+    "macro F1",
+    "ECE",
+    "ECE (T-scaled)",
+    "train time (s)",
+    "epochs",
+    "status",
+)
 
 
 def is_multirun_dir(path: Path) -> bool:
@@ -31,6 +53,7 @@ def is_multirun_dir(path: Path) -> bool:
 
 def sweep_jobs(sweep_dir: Path) -> list[Path]:
     """The job folders (each has a `.hydra/`), in job-number order."""
+
     def order(job: Path) -> tuple[int, str]:
         number = job.name.split("_", 1)[0]
         return (int(number) if number.isdigit() else 1 << 30, job.name)
@@ -90,9 +113,15 @@ def evaluate_job(job: Path, options: EvalOptions = EvalOptions()) -> dict[str, A
     except CheckpointError as e:
         return {**row, "status": f"failed: {e}"}
     calibration = metrics["calibration"]["test"]
-    return {**row, "model": metrics["model"], "parameters": metrics["parameters"], "test_acc": metrics["accuracy"],
-            "macro_f1": metrics["macro"]["f1"], "ece": calibration["before"]["ece"],
-            "ece_scaled": calibration["after"]["ece"]}
+    return {
+        **row,
+        "model": metrics["model"],
+        "parameters": metrics["parameters"],
+        "test_acc": metrics["accuracy"],
+        "macro_f1": metrics["macro"]["f1"],
+        "ece": calibration["before"]["ece"],
+        "ece_scaled": calibration["after"]["ece"],
+    }
 
 
 def _cell(column: str, value: Any) -> str:
@@ -111,8 +140,12 @@ def comparison_markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     """The table; its overrides column keeps only what differs between jobs (the rest is listed once below)."""
     per_job = [row["overrides"].split() for row in rows]
     shared = [o for o in per_job[0] if all(o in job for job in per_job)] if per_job else []
-    lines = [f"# Sweep comparison: {sweep_dir}", "", "| " + " | ".join(_HEADERS) + " |",
-             "|" + "|".join("---" for _ in _HEADERS) + "|"]
+    lines = [
+        f"# Sweep comparison: {sweep_dir}",
+        "",
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "|".join("---" for _ in _HEADERS) + "|",
+    ]
     for row, overrides in zip(rows, per_job):
         varying = " ".join(o for o in overrides if o not in shared)
         lines.append("| " + " | ".join(_cell(c, varying if c == "overrides" else row[c]) for c in COLUMNS) + " |")
@@ -128,8 +161,9 @@ def comparison_markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None,
-                  options: EvalOptions = EvalOptions()) -> list[dict[str, Any]]:
+def compare_sweep(
+    sweep_dir: str | Path, output_dir: str | Path | None = None, options: EvalOptions = EvalOptions()
+) -> list[dict[str, Any]]:
     """Evaluate every job's best checkpoint (reports in each `<job>/eval/`) and write `comparison.md`,
     `comparison.csv` and `comparison.png` into `output_dir` (default: the sweep folder)."""
     sweep_dir = Path(sweep_dir).expanduser().absolute()
@@ -137,8 +171,10 @@ def compare_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None,
         raise ConfigError(f"sweep_dir={sweep_dir}: no such folder.")
     jobs = sweep_jobs(sweep_dir)
     if not jobs:
-        raise ConfigError(f"sweep_dir={sweep_dir}: no job folders (with .hydra/ inside) in it; give the folder of a "
-                          "`python train.py -m ...` run, e.g. outputs/multirun/<date>/<time>.")
+        raise ConfigError(
+            f"sweep_dir={sweep_dir}: no job folders (with .hydra/ inside) in it; give the folder of a "
+            "`python train.py -m ...` run, e.g. outputs/multirun/<date>/<time>."
+        )
     rows = [evaluate_job(job, options) for job in jobs]
     out = Path(output_dir).expanduser().absolute() if output_dir else sweep_dir
 
@@ -149,13 +185,19 @@ def compare_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None,
             writer.writeheader()
             writer.writerows(rows)
         errors = [None if row["test_acc"] is None else 100 * (1 - row["test_acc"]) for row in rows]
-        save_figure(comparison_figure(sweep_dir.name, [row["job"] for row in rows], errors,
-                                      [row["fit_seconds"] for row in rows]),
-                    folder / "comparison.png")
+        save_figure(
+            comparison_figure(
+                sweep_dir.name, [row["job"] for row in rows], errors, [row["fit_seconds"] for row in rows]
+            ),
+            folder / "comparison.png",
+        )
 
     publish(out, write)
-    log.info("%s\nComparison written to %s (comparison.md, comparison.csv, comparison.png).",
-             comparison_markdown(sweep_dir, rows).rstrip(), out)
+    log.info(
+        "%s\nComparison written to %s (comparison.md, comparison.csv, comparison.png).",
+        comparison_markdown(sweep_dir, rows).rstrip(),
+        out,
+    )
     return rows
 
 
@@ -169,6 +211,8 @@ def sweep_checkpoints(sweep_dir: str | Path) -> list[Path]:
     if missing:
         log.warning("Left out of the ensemble (no best checkpoint): %s.", ", ".join(map(str, missing)))
     if not found:
-        raise ConfigError(f"sweep_dir={sweep_dir}: no job with a best checkpoint to make an ensemble of; give the "
-                          "folder of a finished `python train.py -m ...` run.")
+        raise ConfigError(
+            f"sweep_dir={sweep_dir}: no job with a best checkpoint to make an ensemble of; give the "
+            "folder of a finished `python train.py -m ...` run."
+        )
     return found

@@ -60,8 +60,9 @@ def read_training_curves(run_dir: Path) -> tuple[dict[str, list[tuple[float, flo
     if not scalars:
         source, scalars = "CSV log", csv_scalars(run_dir / "csv" / "metrics.csv")
     if not scalars:
-        log.warning("No training logs in %s (tensorboard/ or csv/metrics.csv): the training curves stay empty.",
-                    run_dir)
+        log.warning(
+            "No training logs in %s (tensorboard/ or csv/metrics.csv): the training curves stay empty.", run_dir
+        )
         return {}, "step", f"no logs found in {run_dir}"
     epoch_ends = scalars.get("train/loss_epoch")
     if not epoch_ends:

@@ -14,22 +14,34 @@ from digitrec.feedback.store import DEFAULT_DB, FeedbackStore
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=argparse.SUPPRESS, metavar="URL",
-                        help=f"the store: a SQLite file or a database URL (sqlite:///path, "
-                             f"postgresql://user@host/db); default {DEFAULT_DB}")
-    parser = argparse.ArgumentParser(prog="digitrec-feedback", description=__doc__.split(":", 1)[1].strip(),
-                                     parents=[common])
+    common.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help=f"the store: a SQLite file or a database URL (sqlite:///path, "
+        f"postgresql://user@host/db); default {DEFAULT_DB}",
+    )
+    parser = argparse.ArgumentParser(
+        prog="digitrec-feedback", description=__doc__.split(":", 1)[1].strip(), parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    stats = commands.add_parser("stats", parents=[common], help="counts per label, confirmed and corrected, "
-                                                                "each model's accuracy on the items it answered")
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="counts per label, confirmed and corrected, each model's accuracy on the items it answered",
+    )
     stats.add_argument("--json", action="store_true", help="print them as JSON")
     export = commands.add_parser("export", parents=[common], help="MNIST-format IDX files (gzipped) and manifest.json")
     export.add_argument("out", type=Path, help="folder to write them into")
     delete = commands.add_parser("delete", parents=[common], help="delete items by id or by date")
     which = delete.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", type=int, nargs="+", dest="ids", metavar="N", help="the items' ids")
-    which.add_argument("--before", type=_moment, metavar="DATE",
-                       help="every item stored before this date or time (ISO 8601, UTC unless it says)")
+    which.add_argument(
+        "--before",
+        type=_moment,
+        metavar="DATE",
+        help="every item stored before this date or time (ISO 8601, UTC unless it says)",
+    )
     commands.add_parser("check", parents=[common], help="the integrity check: exit status 1 when it finds a problem")
     return parser
 
@@ -38,8 +50,9 @@ def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or time, e.g. 2026-01-31 or "
-                                         "2026-01-31T12:00+01:00") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date or time, e.g. 2026-01-31 or 2026-01-31T12:00+01:00"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -64,8 +77,10 @@ def _stats(store: FeedbackStore, args: argparse.Namespace) -> int:
     print(f"\n  confirmed (the model was right): {stats['confirmed']}; corrected: {stats['corrected']}")
     print("  per label: " + "  ".join(f"{d}: {n}" for d, n in stats["labels"].items()))
     for model in stats["models"]:
-        print(f"  model {model['name']} ({model['sha256'][:12]}): accuracy {model['accuracy']:.1%} "
-              f"on the {model['items']} digits it answered")
+        print(
+            f"  model {model['name']} ({model['sha256'][:12]}): accuracy {model['accuracy']:.1%} "
+            f"on the {model['items']} digits it answered"
+        )
     return 0
 
 

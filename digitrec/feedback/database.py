@@ -23,8 +23,9 @@ def database_url(value: str | os.PathLike | URL) -> URL:
     try:
         url = make_url(text)
     except ArgumentError:
-        raise ConfigError(f"{text!r} is neither a database URL (sqlite:///path, postgresql://user@host/db) "
-                          "nor a file path.") from None
+        raise ConfigError(
+            f"{text!r} is neither a database URL (sqlite:///path, postgresql://user@host/db) nor a file path."
+        ) from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
@@ -37,10 +38,12 @@ def database_url(value: str | os.PathLike | URL) -> URL:
 def connect(url: URL) -> Engine:
     """An engine with a pool of `CONNECTIONS`; SQLite in WAL mode, waiting `BUSY_TIMEOUT_S` for a writer."""
     if url.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_size=CONNECTIONS, max_overflow=0, pool_pre_ping=True,
-                                connect_args={"connect_timeout": 10})
-    engine = sa.create_engine(url, pool_size=CONNECTIONS, max_overflow=0,
-                              connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+        return sa.create_engine(
+            url, pool_size=CONNECTIONS, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+        )
+    engine = sa.create_engine(
+        url, pool_size=CONNECTIONS, max_overflow=0, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, record: Any) -> None:

@@ -46,8 +46,9 @@ def export(store: FeedbackStore, out: Path) -> dict[str, Any]:
             "format": "MNIST IDX (unsigned bytes), gzipped; images are the 28×28 the network saw, light digit on dark",
             "items": len(ids),
             "labels": {str(d): counts.get(d, 0) for d in range(10)},
-            "files": {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size}
-                      for name in (IMAGES, LABELS)},
+            "files": {
+                name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in (IMAGES, LABELS)
+            },
             "time_range": {"first": _iso(first), "last": _iso(last)},
             "models": [{"sha256": sha, "name": name, "items": n} for (sha, name), n in models.items()],
             "ids": ids,

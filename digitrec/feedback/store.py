@@ -12,7 +12,6 @@ time (UTC). Nothing about the sender is kept: no address, cookie or user agent.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -29,32 +28,19 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from digitrec.errors import ConfigError, DigitrecError
 from digitrec.feedback.database import connect, database_url
+from digitrec.feedback.schema import (
+    PIXELS,
+    SCHEMA_VERSION,
+    SIDE,
+    item_problems,
+    items,
+    metadata,
+    schema,
+    stored_version,
+)
 
-SCHEMA_VERSION = 1  # a release that changes the tables raises it and migrates older stores in `_set_up`
-SIDE = 28  # MNIST's frame (not imported from digitrec.data: that module brings in torch)
-PIXELS = SIDE * SIDE
 DEFAULT_DB = Path("outputs") / "feedback" / "feedback.db"
 RETRY_S = 2.0  # a store that failed to open is tried again after this long
-
-metadata = sa.MetaData()
-items = sa.Table(
-    "feedback_item", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("image_sha256", sa.String(64), nullable=False),
-    sa.Column("label", sa.SmallInteger, sa.CheckConstraint("label BETWEEN 0 AND 9", name="ck_label"), nullable=False),
-    sa.Column("image", sa.LargeBinary, nullable=False),
-    sa.Column("pixels", sa.LargeBinary, nullable=False),
-    sa.Column("predicted", sa.SmallInteger, sa.CheckConstraint("predicted BETWEEN 0 AND 9", name="ck_predicted"),
-           nullable=False),
-    sa.Column("probabilities", sa.JSON, nullable=False),
-    sa.Column("shown", sa.SmallInteger, nullable=True),  # the digit the client says it showed, when it says
-    sa.Column("strokes", sa.Text, nullable=True),
-    sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False, index=True),  # naive UTC: SQLite keeps no time zone
-    sa.UniqueConstraint("image_sha256", "label", name="uq_feedback_item_image_label"),
-)
-schema = sa.Table("feedback_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
 
 
 class StoreUnavailable(DigitrecError):
@@ -130,7 +116,7 @@ class FeedbackStore:
         if self.sqlite:
             self._check_file()
         with self.engine.connect() as conn:
-            version = _stored_version(conn)
+            version = stored_version(conn)
         if version is None:
             if not self.create:
                 raise ConfigError(f"{self.name} holds no feedback store; digitrec-serve makes one.")
@@ -141,12 +127,14 @@ class FeedbackStore:
                         conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
             except DBAPIError:
                 with self.engine.connect() as conn:  # another process made them at the same moment?
-                    if _stored_version(conn) is None:
+                    if stored_version(conn) is None:
                         raise
             return
         if version > SCHEMA_VERSION:
-            raise ConfigError(f"{self.name} has schema version {version}, newer than this digitrec's "
-                              f"{SCHEMA_VERSION}: upgrade digitrec.")
+            raise ConfigError(
+                f"{self.name} has schema version {version}, newer than this digitrec's "
+                f"{SCHEMA_VERSION}: upgrade digitrec."
+            )
 
     def _check_file(self) -> None:
         path = Path(self.url.database.removeprefix("file:").split("?")[0])
@@ -179,8 +167,11 @@ class FeedbackStore:
                 except IntegrityError as e:  # stored already, perhaps by a request racing this one
                     error = e
                 with self.engine.connect() as conn:
-                    found = conn.execute(sa.select(items.c.id).where(items.c.image_sha256 == row["image_sha256"],
-                                                                  items.c.label == row["label"])).scalar()
+                    found = conn.execute(
+                        sa.select(items.c.id).where(
+                            items.c.image_sha256 == row["image_sha256"], items.c.label == row["label"]
+                        )
+                    ).scalar()
                 if found is not None:
                     return Saved(found, True)
             raise error  # not a duplicate after all (deleted each time in between?): a bug to see
@@ -190,22 +181,36 @@ class FeedbackStore:
         right = sa.func.sum(sa.case((items.c.label == items.c.predicted, 1), else_=0))
         with self._opened() as conn:
             labels = dict(conn.execute(sa.select(items.c.label, sa.func.count()).group_by(items.c.label)).all())
-            models = conn.execute(sa.select(items.c.model_sha256, items.c.model_name, sa.func.count(), right)
-                                  .group_by(items.c.model_sha256, items.c.model_name)
-                                  .order_by(sa.func.min(items.c.id))).all()
+            models = conn.execute(
+                sa.select(items.c.model_sha256, items.c.model_name, sa.func.count(), right)
+                .group_by(items.c.model_sha256, items.c.model_name)
+                .order_by(sa.func.min(items.c.id))
+            ).all()
             times = sa.select(sa.func.min(items.c.created_at), sa.func.max(items.c.created_at))
             first, last = conn.execute(times).one()
         total, confirmed = sum(labels.values()), sum(int(m[3]) for m in models)
-        return {"items": total, "labels": {str(d): labels.get(d, 0) for d in range(10)},
-                "confirmed": confirmed, "corrected": total - confirmed,
-                "first": _iso(first), "last": _iso(last),
-                "models": [{"sha256": sha, "name": name, "items": n, "accuracy": int(ok) / n}
-                           for sha, name, n, ok in models]}
+        return {
+            "items": total,
+            "labels": {str(d): labels.get(d, 0) for d in range(10)},
+            "confirmed": confirmed,
+            "corrected": total - confirmed,
+            "first": _iso(first),
+            "last": _iso(last),
+            "models": [
+                {"sha256": sha, "name": name, "items": n, "accuracy": int(ok) / n} for sha, name, n, ok in models
+            ],
+        }
 
     def digits(self) -> Iterator[Row]:
         """Every item's id, label, pixels, time and model, oldest first, streamed."""
-        columns = (items.c.id, items.c.label, items.c.pixels, items.c.created_at, items.c.model_sha256,
-                   items.c.model_name)
+        columns = (
+            items.c.id,
+            items.c.label,
+            items.c.pixels,
+            items.c.created_at,
+            items.c.model_sha256,
+            items.c.model_name,
+        )
         with self._opened() as conn:
             yield from conn.execution_options(yield_per=1000).execute(sa.select(*columns).order_by(items.c.id))
 
@@ -226,13 +231,14 @@ class FeedbackStore:
         try:
             with self.engine.connect() as conn:
                 if self.sqlite:
-                    problems += [f"SQLite: {r}" for r in conn.exec_driver_sql("PRAGMA integrity_check").scalars()
-                                 if r != "ok"]
+                    problems += [
+                        f"SQLite: {r}" for r in conn.exec_driver_sql("PRAGMA integrity_check").scalars() if r != "ok"
+                    ]
                 versions = conn.execute(sa.select(schema.c.version)).scalars().all()
                 if versions != [SCHEMA_VERSION]:
                     problems.append(f"schema versions {versions}, expected [{SCHEMA_VERSION}]")
                 for row in conn.execution_options(yield_per=500).execute(sa.select(items)):
-                    problems += [f"item {row.id}: {p}" for p in _item_problems(row)]
+                    problems += [f"item {row.id}: {p}" for p in item_problems(row)]
         except (DBAPIError, ValueError) as e:  # ValueError: a column that no longer parses
             problems.append(f"cannot read the store: {str(getattr(e, 'orig', e)).strip().splitlines()[0]}")
         return problems
@@ -245,12 +251,6 @@ class FeedbackStore:
             yield conn if self.sqlite else conn.execution_options(isolation_level="REPEATABLE READ")
 
 
-def _stored_version(conn: Connection) -> int | None:
-    if not sa.inspect(conn).has_table(schema.name):
-        return None
-    return conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
-
-
 def _row(item: Item) -> dict[str, Any]:
     for name in ("label", "predicted") + (("shown",) if item.shown is not None else ()):
         value = getattr(item, name)
@@ -260,30 +260,19 @@ def _row(item: Item) -> dict[str, Any]:
         raise ConfigError(f"pixels must be {SIDE}×{SIDE} = {PIXELS} bytes, got {len(item.pixels)}.")
     if len(item.probabilities) != 10:
         raise ConfigError(f"ten probabilities expected, got {len(item.probabilities)}.")
-    return {"image_sha256": hashlib.sha256(item.image).hexdigest(), "label": item.label, "image": bytes(item.image),
-            "pixels": bytes(item.pixels), "predicted": item.predicted,
-            "probabilities": [float(p) for p in item.probabilities], "shown": item.shown, "strokes": item.strokes,
-            "model_sha256": item.model_sha256, "model_name": item.model_name,
-            "created_at": _naive_utc(datetime.now(timezone.utc))}
-
-
-def _item_problems(row: Row) -> Iterator[str]:
-    if hashlib.sha256(row.image).hexdigest() != row.image_sha256:
-        yield "the image does not match its SHA-256"
-    if len(row.pixels) != PIXELS:
-        yield f"{len(row.pixels)} pixel bytes instead of {PIXELS}"
-    if not (0 <= row.label <= 9 and 0 <= row.predicted <= 9):
-        yield f"label {row.label} or predicted digit {row.predicted} is not a digit"
-        return
-    probs = row.probabilities
-    if not (isinstance(probs, list) and len(probs) == 10 and abs(sum(probs) - 1) < 1e-3
-            and probs[row.predicted] == max(probs)):
-        yield "the probabilities are not ten summing to 1 with the predicted digit's the largest"
-    if row.strokes is not None:
-        try:
-            json.loads(row.strokes)
-        except ValueError:
-            yield "the strokes are not JSON"
+    return {
+        "image_sha256": hashlib.sha256(item.image).hexdigest(),
+        "label": item.label,
+        "image": bytes(item.image),
+        "pixels": bytes(item.pixels),
+        "predicted": item.predicted,
+        "probabilities": [float(p) for p in item.probabilities],
+        "shown": item.shown,
+        "strokes": item.strokes,
+        "model_sha256": item.model_sha256,
+        "model_name": item.model_name,
+        "created_at": _naive_utc(datetime.now(timezone.utc)),
+    }
 
 
 def _naive_utc(moment: datetime) -> datetime:

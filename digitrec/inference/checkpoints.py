@@ -30,8 +30,9 @@ def _load(path: Path, map_location: str | torch.device) -> Any:
     """`torch.load(weights_only=True)`, each way it can fail as one `CheckpointError`."""
     if not path.is_file():
         what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
-        raise CheckpointError(f"{path}: {what}; give a .ckpt written by train.py "
-                              "(outputs/<run>/checkpoints/<model>-best.ckpt).")
+        raise CheckpointError(
+            f"{path}: {what}; give a .ckpt written by train.py (outputs/<run>/checkpoints/<model>-best.ckpt)."
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -43,8 +44,10 @@ def _load(path: Path, map_location: str | torch.device) -> Any:
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (or a corrupt one); cannot read it.") from None
     except Exception as e:  # random or truncated bytes fail in many ways (zip, struct, unpickling, I/O)
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or truncated or corrupt; cannot read it "
-                              f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint, or truncated or corrupt; cannot read it "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})."
+        ) from None
 
 
 def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -63,17 +66,23 @@ def _training_checkpoint(path: Path, content: Any) -> dict[str, Any]:
     if not missing and not isinstance(content["hyper_parameters"].get("net"), (dict, str)):
         missing = ["hyper_parameters.net"]
     if missing:
-        raise CheckpointError(f"{path}: not a digitrec training checkpoint: it has no {', '.join(missing)} "
-                              "(not a Lightning checkpoint written by train.py).")
+        raise CheckpointError(
+            f"{path}: not a digitrec training checkpoint: it has no {', '.join(missing)} "
+            "(not a Lightning checkpoint written by train.py)."
+        )
     return content
 
 
-def save_weights(path: Path, net: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
-                 dtype: torch.dtype = torch.float16) -> None:
+def save_weights(
+    path: Path, net: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float16
+) -> None:
     """A network as a compact weights file (`WEIGHTS_FORMAT`): its registry config and its state dict,
     floating-point tensors in `dtype`; written atomically."""
-    content = {"format": WEIGHTS_FORMAT, "net": dict(net),
-               "state_dict": {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}}
+    content = {
+        "format": WEIGHTS_FORMAT,
+        "net": dict(net),
+        "state_dict": {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()},
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(content, tmp)
     os.replace(tmp, path)
@@ -91,8 +100,9 @@ def find_newest_checkpoint(search_dir: Path, option: str = "ckpt_path=") -> Path
     return found[-1]
 
 
-def resolve_checkpoint(path: str | os.PathLike | None, search_dir: Path = Path("outputs"),
-                       option: str = "--checkpoint ") -> Path:
+def resolve_checkpoint(
+    path: str | os.PathLike | None, search_dir: Path = Path("outputs"), option: str = "--checkpoint "
+) -> Path:
     """A checkpoint file as given; for a folder (a run, a sweep), or None (`search_dir`), the newest
     `*-best.ckpt` under it."""
     if path is None:
@@ -124,7 +134,10 @@ def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device
         hparams, state, data_hparams = {"net": content["net"]}, content["state_dict"], {}
     else:
         content = _training_checkpoint(path, content)
-        hparams, data_hparams = dict(content["hyper_parameters"]), dict(content.get("datamodule_hyper_parameters") or {})
+        hparams, data_hparams = (
+            dict(content["hyper_parameters"]),
+            dict(content.get("datamodule_hyper_parameters") or {}),
+        )
         state = {k.removeprefix("net."): v for k, v in content["state_dict"].items() if k.startswith("net.")}
     net_cfg = {"name": hparams["net"]} if isinstance(hparams["net"], str) else hparams["net"]
     try:
@@ -176,8 +189,12 @@ def load_temperature(checkpoint: str | os.PathLike) -> tuple[float, str]:
     path = Path(checkpoint).resolve()
     run = run_dir_of(path)
     notes = []
-    sources = (calibration_file(path), card_file(path), run / f"eval-{path.stem}" / "metrics.json",
-               run / "eval" / "metrics.json")
+    sources = (
+        calibration_file(path),
+        card_file(path),
+        run / f"eval-{path.stem}" / "metrics.json",
+        run / "eval" / "metrics.json",
+    )
     for source in sources:
         if not source.is_file():
             continue

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.inference.images import ImageWarning, read_image
-from digitrec.inference.numbers import figure
 from digitrec.inference.options import add_model_options, choose_model
+from digitrec.inference.pictures import number_figure
 from digitrec.inference.predictor import DEFAULT_THRESHOLD, PICTURE_SUFFIXES, DigitPredictor, Result
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
@@ -27,15 +27,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
     add_model_options(parser)
-    parser.add_argument("--number", action="store_true",
-                        help="read each image as a number, several digits in a row: prints the digits and each "
-                             "one's confidence; --visualise draws a box and a label per digit over the image")
+    parser.add_argument(
+        "--number",
+        action="store_true",
+        help="read each image as a number, several digits in a row: prints the digits and each "
+        "one's confidence; --visualise draws a box and a label per digit over the image",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per image")
-    parser.add_argument("--visualise", type=Path, metavar="OUT.png",
-                        help="also write a picture per image, in the format its extension names (.png, .jpg, "
-                             ".pdf, .svg); several images: OUT-<n>-<image name>.<ext>")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
+    parser.add_argument(
+        "--visualise",
+        type=Path,
+        metavar="OUT.png",
+        help="also write a picture per image, in the format its extension names (.png, .jpg, "
+        ".pdf, .svg); several images: OUT-<n>-<image name>.<ext>",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})",
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
     parser.add_argument("--model", default=None, help="expected model name; an error if the checkpoint holds another")
     parser.add_argument("--no-preprocess", action="store_true", help="images are already 28×28 MNIST-style")
@@ -56,12 +67,16 @@ def expand_folders(paths: Iterable[Path]) -> tuple[list[Path], list[str], list[s
         images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
         if not images:
-            errors.append(f"{path}: no image files in this folder "
-                         f"({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))}).")
+            errors.append(
+                f"{path}: no image files in this folder ({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))})."
+            )
         elif skipped:
-            notes.append(f"{path}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that "
-                         f"{'is' if len(skipped) == 1 else 'are'} not image files (subfolders are not searched): "
-                         + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+            notes.append(
+                f"{path}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that "
+                f"{'is' if len(skipped) == 1 else 'are'} not image files (subfolders are not searched): "
+                + ", ".join(skipped[:5])
+                + (", ..." if len(skipped) > 5 else "")
+            )
         expanded.extend(images)
     return expanded, notes, errors
 
@@ -83,11 +98,13 @@ def _number_line(path: Path, answer: Result) -> str:
 
 def _number_picture(predictor: DigitPredictor, path: Path, answer: Result, picture: Path) -> None:
     if picture.suffix.lower() not in PICTURE_SUFFIXES:
-        raise ConfigError(f"{picture}: cannot tell the picture format from {picture.suffix or 'no extension'!r}; "
-                          f"name the file with one of {', '.join(PICTURE_SUFFIXES)}.")
+        raise ConfigError(
+            f"{picture}: cannot tell the picture format from {picture.suffix or 'no extension'!r}; "
+            f"name the file with one of {', '.join(PICTURE_SUFFIXES)}."
+        )
     try:
         picture.parent.mkdir(parents=True, exist_ok=True)
-        figure(read_image(path), answer, predictor.threshold).savefig(picture, dpi=100)
+        number_figure(read_image(path), answer, predictor.threshold).savefig(picture, dpi=100)
     except OSError as e:
         raise ConfigError(f"{picture}: cannot write the picture ({e.strerror or e}).") from None
 
@@ -100,8 +117,14 @@ def _picture_path(out: Path, image: Path, index: int, many: bool) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     checkpoints, which = choose_model(args.checkpoint)
-    predictor = DigitPredictor(checkpoints, device=args.device, model_name=args.model,
-                               threshold=args.threshold, preprocess=not args.no_preprocess, tta=args.tta)
+    predictor = DigitPredictor(
+        checkpoints,
+        device=args.device,
+        model_name=args.model,
+        threshold=args.threshold,
+        preprocess=not args.no_preprocess,
+        tta=args.tta,
+    )
     print(which, file=sys.stderr)
     paths, notes, folder_errors = expand_folders(args.images)
     for note in notes:

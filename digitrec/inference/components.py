@@ -44,8 +44,12 @@ class Components:
     def count(self) -> int:
         return len(self.areas)
 
-    def paint(self, which: np.ndarray, box: tuple[int, int, int, int],
-              columns: tuple[int, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    def paint(
+        self,
+        which: np.ndarray,
+        box: tuple[int, int, int, int],
+        columns: tuple[int, np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """The mask, within `box` (x0, y0, x1, y1), of the components where `which` (a bool per component)
         is true; given `columns` (first row, starts, stops: a column range per row from the first row on),
         only of their pixels in those columns."""
@@ -88,10 +92,15 @@ def label(mask: np.ndarray) -> Components:
     labels = _classes(len(rows), a, b)
     _, labels = np.unique(labels, return_inverse=True)
     count = int(labels.max()) + 1
-    boxes = np.stack([_reduce(np.minimum, starts, labels, count, width),
-                      _reduce(np.minimum, rows, labels, count, height),
-                      _reduce(np.maximum, ends, labels, count, 0),
-                      _reduce(np.maximum, rows + 1, labels, count, 0)], 1)
+    boxes = np.stack(
+        [
+            _reduce(np.minimum, starts, labels, count, width),
+            _reduce(np.minimum, rows, labels, count, height),
+            _reduce(np.maximum, ends, labels, count, 0),
+            _reduce(np.maximum, rows + 1, labels, count, 0),
+        ],
+        1,
+    )
     areas = np.bincount(labels, weights=ends - starts, minlength=count).astype(np.int64)
     return Components(rows, starts, ends, labels, boxes, areas)
 
@@ -125,6 +134,7 @@ def _reduce(op: np.ufunc, values: np.ndarray, labels: np.ndarray, count: int, in
 @dataclass(frozen=True)
 class Piece:
     """Part of a unit: the ink of its components between two cut paths."""
+
     components: np.ndarray  # bool per component
     columns: tuple[int, np.ndarray, np.ndarray]  # first row, and per row from it: first column, column after last
     box: Box
@@ -170,8 +180,9 @@ def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
         widths = boxes[:, 2] - boxes[:, 0]
         overlaps = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
         apart = np.maximum(boxes[:, None, 1], boxes[None, :, 1]) - np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-        joined = np.triu((overlaps >= OVERLAP * np.minimum(widths[:, None], widths[None, :]))
-                         & (apart <= ATTACH * line), 1)  # one above the other, but not far: not another line
+        joined = np.triu(
+            (overlaps >= OVERLAP * np.minimum(widths[:, None], widths[None, :])) & (apart <= ATTACH * line), 1
+        )  # one above the other, but not far: not another line
         if not joined.any():
             break
         for a, b in zip(*np.nonzero(joined)):
@@ -209,8 +220,14 @@ def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
         part = comps.paint(members, box, columns)
         rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
         if rows.size:
-            pieces.append(Piece(members, columns, (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1,
-                                                   y0 + int(rows[-1]) + 1), unit))
+            pieces.append(
+                Piece(
+                    members,
+                    columns,
+                    (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1),
+                    unit,
+                )
+            )
     return pieces
 
 

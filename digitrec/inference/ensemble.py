@@ -41,8 +41,10 @@ class Ensemble(nn.Module):
     def __init__(self, members: Sequence[nn.Module], temperatures: Sequence[float], tta: bool = False) -> None:
         super().__init__()
         if not members or len(members) != len(temperatures):
-            raise ValueError(f"an ensemble needs one temperature per member, got {len(members)} members "
-                             f"and {len(temperatures)} temperatures.")
+            raise ValueError(
+                f"an ensemble needs one temperature per member, got {len(members)} members "
+                f"and {len(temperatures)} temperatures."
+            )
         self.members = nn.ModuleList(members)
         self.temperatures = [float(t) for t in temperatures]  # constants, also to a tracer
         self.tta = bool(tta)
@@ -54,14 +56,21 @@ class Ensemble(nn.Module):
         background = -MNIST_MEAN / MNIST_STD  # what "black" is after normalisation: the padding of a shifted view
         # the batch as channels of one image: one grid serves every image, whatever the batch size (traceable)
         stacked = (x - background).transpose(0, 1)
-        return [F.grid_sample(stacked, grid.unsqueeze(0).to(x.dtype), mode="bilinear", padding_mode="zeros",
-                              align_corners=False).transpose(0, 1) + background
-                for grid in self.grids.unbind(0)]
+        return [
+            F.grid_sample(
+                stacked, grid.unsqueeze(0).to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+            ).transpose(0, 1)
+            + background
+            for grid in self.grids.unbind(0)
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         views = self.views(x)
-        probs = [torch.softmax(member(v).float() / t, dim=1)
-                 for member, t in zip(self.members, self.temperatures) for v in views]
+        probs = [
+            torch.softmax(member(v).float() / t, dim=1)
+            for member, t in zip(self.members, self.temperatures)
+            for v in views
+        ]
         return torch.stack(probs).mean(0).clamp_min(1e-12).log()
 
 
@@ -84,8 +93,9 @@ def scorer_name(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"ensemble of {len(names)} ({', '.join(sorted(set(names)))})"
 
 
-def load_scorer(checkpoints: Sequence[Path], device: torch.device | str = "cpu",
-                tta: bool = False) -> tuple[nn.Module, float, list[str], list[str]]:
+def load_scorer(
+    checkpoints: Sequence[Path], device: torch.device | str = "cpu", tta: bool = False
+) -> tuple[nn.Module, float, list[str], list[str]]:
     """What answers for these checkpoints (see `combine`): (network, temperature for its outputs,
     model names, temperature sources)."""
     loaded = [load_network(c, device) for c in checkpoints]

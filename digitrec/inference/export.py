@@ -51,14 +51,20 @@ class ProbabilityNet(nn.Module):
         return torch.softmax(self.net((pixels - self.mean) / self.std) / self.temperature, dim=1)
 
 
-def metadata(model_name: str, checkpoints: Sequence[Path], temperature: float, temperature_source: str,
-             tta: bool = False) -> dict[str, Any]:
+def metadata(
+    model_name: str, checkpoints: Sequence[Path], temperature: float, temperature_source: str, tta: bool = False
+) -> dict[str, Any]:
     return {
         "model": model_name,
         "checkpoint": str(checkpoints[0]) if len(checkpoints) == 1 else [str(c) for c in checkpoints],
         "tta": tta,
-        "input": {"name": "pixels", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32",
-                  "range": [0.0, 1.0], "layout": "light digit on dark, MNIST-style (digitrec.inference.preprocess)"},
+        "input": {
+            "name": "pixels",
+            "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "light digit on dark, MNIST-style (digitrec.inference.preprocess)",
+        },
         "output": {"name": "probabilities", "shape": ["N", NUM_CLASSES], "classes": list(range(NUM_CLASSES))},
         "mnist_mean": MNIST_MEAN,
         "mnist_std": MNIST_STD,
@@ -80,10 +86,20 @@ def export_onnx(model: ProbabilityNet, path: Path, info: dict[str, Any]) -> Path
     try:
         import onnx
     except ImportError:
-        raise ConfigError("ONNX export needs the onnx and onnxscript packages: pip install 'digitrec[export]'.") from None
+        raise ConfigError(
+            "ONNX export needs the onnx and onnxscript packages: pip install 'digitrec[export]'."
+        ) from None
     example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
-    torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["probabilities"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["pixels"],
+        output_names=["probabilities"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        verbose=False,
+    )
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
@@ -95,8 +111,12 @@ def _as_list(checkpoint: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(checkpoint)] if isinstance(checkpoint, (str, Path)) else [Path(c) for c in checkpoint]
 
 
-def export(checkpoint: str | Path | Sequence[str | Path], output_dir: str | Path | None = None,
-           formats: Sequence[str] = FORMATS, tta: bool = False) -> dict[str, Path]:
+def export(
+    checkpoint: str | Path | Sequence[str | Path],
+    output_dir: str | Path | None = None,
+    formats: Sequence[str] = FORMATS,
+    tta: bool = False,
+) -> dict[str, Path]:
     """Write the checkpoint's network (or the ensemble of several, with `tta` its TTA views too) in
     each format; return {format: path}."""
     unknown = [f for f in formats if f not in FORMATS]
@@ -106,13 +126,14 @@ def export(checkpoint: str | Path | Sequence[str | Path], output_dir: str | Path
     net, temperature, names, sources = load_scorer(checkpoints, "cpu", tta)
     model = ProbabilityNet(net, temperature).eval()
     single = len(checkpoints) == 1
-    name = names[0] + ("-tta" if tta else "") if single else f"ensemble-{members_key(checkpoints)}{'-tta' if tta else ''}"
+    name = (
+        names[0] + ("-tta" if tta else "") if single else f"ensemble-{members_key(checkpoints)}{'-tta' if tta else ''}"
+    )
     out = Path(output_dir) if output_dir is not None else default_output_dir(checkpoints)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir={out} is a file; give a folder.")
     out.mkdir(parents=True, exist_ok=True)
-    info = metadata(scorer_name(names),
-                    checkpoints, temperature, "; ".join(sources), tta)
+    info = metadata(scorer_name(names), checkpoints, temperature, "; ".join(sources), tta)
     writers = {"torchscript": (export_torchscript, f"{name}.torchscript.pt"), "onnx": (export_onnx, f"{name}.onnx")}
     return {fmt: writers[fmt][0](model, out / writers[fmt][1], info) for fmt in formats}
 
@@ -139,8 +160,9 @@ def run_exported(path: Path, pixels: np.ndarray) -> np.ndarray:
         return scripted(torch.from_numpy(pixels.astype(np.float32))).numpy()
 
 
-def check_parity(checkpoint: Path | Sequence[Path], files: dict[str, Path], pixels: np.ndarray,
-                 tta: bool = False) -> dict[str, float]:
+def check_parity(
+    checkpoint: Path | Sequence[Path], files: dict[str, Path], pixels: np.ndarray, tta: bool = False
+) -> dict[str, float]:
     """Largest absolute difference in probability between each export and the checkpoint(s)."""
     net, temperature, _, _ = load_scorer(_as_list(checkpoint), "cpu", tta)
     with torch.inference_mode():
@@ -153,14 +175,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digitrec-export", description=__doc__.split("\n\n")[0])
     add_model_options(parser)
     parser.add_argument("--output-dir", type=Path, default=None, help="default: <run>/export")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), dest="formats",
-                        help="one or both of: torchscript, onnx (default: both)")
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        choices=FORMATS,
+        default=list(FORMATS),
+        dest="formats",
+        help="one or both of: torchscript, onnx (default: both)",
+    )
     args = parser.parse_args(argv)
     checkpoints, which = choose_model(args.checkpoint)
     for checkpoint in checkpoints:
         if load_temperature(checkpoint)[1].startswith("uncalibrated"):
-            print(f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "
-                  f"ckpt_path={checkpoint} fits one).", file=sys.stderr)
+            print(
+                f"note: {checkpoint} is not calibrated: the exports use temperature 1 (python evaluate.py "
+                f"ckpt_path={checkpoint} fits one).",
+                file=sys.stderr,
+            )
     files = export(checkpoints, args.output_dir, args.formats, args.tta)
     print(which, file=sys.stderr)
     pixels = np.random.default_rng(0).random((8, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
@@ -169,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{fmt}: {path} (largest probability difference from the checkpoint: {differences[fmt]:.1e})")
     failed = [fmt for fmt, diff in differences.items() if not diff <= PARITY_TOLERANCE]
     if failed:
-        raise DigitrecError(f"the {', '.join(failed)} export differs from the checkpoint by more than "
-                            f"{PARITY_TOLERANCE:g}; please report this with the model name.")
+        raise DigitrecError(
+            f"the {', '.join(failed)} export differs from the checkpoint by more than "
+            f"{PARITY_TOLERANCE:g}; please report this with the model name."
+        )
     return 0

@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from digitrec.errors import DigitrecError
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor
 
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (decompression bombs)
 MIN_SIDE = 8  # smaller images cannot hold a recognisable digit
@@ -134,8 +134,11 @@ def _check_size(width: int, height: int, name: str) -> None:
 def _first_frame(image: Image.Image, name: str) -> Image.Image:
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
-        warnings.warn(f"{name}: animated or multi-page image with {frames} frames; using the first frame only.",
-                      ImageWarning, stacklevel=2)
+        warnings.warn(
+            f"{name}: animated or multi-page image with {frames} frames; using the first frame only.",
+            ImageWarning,
+            stacklevel=2,
+        )
         image.seek(0)
     return image
 
@@ -149,7 +152,9 @@ def _pil_pixels(image: Image.Image, name: str) -> np.ndarray:
     if mode in _SIXTEEN_BIT:
         pixels = np.asarray(image).astype(np.float64)
         if pixels.min() < 0 or pixels.max() > 65535:
-            raise ImageError(f"{name}: 32-bit integer pixels outside 0-65535 are not supported; save it as 8 or 16 bits.")
+            raise ImageError(
+                f"{name}: 32-bit integer pixels outside 0-65535 are not supported; save it as 8 or 16 bits."
+            )
         return (pixels / 65535).astype(np.float32)
     if mode == "F":
         return _array_pixels(np.asarray(image), name)

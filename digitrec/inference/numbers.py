@@ -66,6 +66,7 @@ class Ink:
 @dataclass
 class Layout:
     """What one image holds (in work pixels): the candidate digits to score, or why there are none."""
+
     shape: tuple[int, int]  # the given image's height and width
     scale: float = 1.0  # work pixels per image pixel ...
     origin: tuple[int, int] = (0, 0)  # ... of the part of the image worked on, from this x, y on
@@ -78,8 +79,9 @@ class Layout:
     reason: str | None = None
 
 
-def read_numbers(grays: Sequence[np.ndarray], score: Scorer, threshold: float,
-                 seen: bool = False) -> list[dict[str, Any]]:
+def read_numbers(
+    grays: Sequence[np.ndarray], score: Scorer, threshold: float, seen: bool = False
+) -> list[dict[str, Any]]:
     """Readings of grayscale images (H×W in [0, 1]); the crops of all the images are scored in one call.
     With `seen`, each digit also has `seen`: the 28×28 image (float, in [0, 1]) the network saw."""
     layouts = [layout(gray) for gray in grays]
@@ -125,49 +127,27 @@ def layout(gray: np.ndarray) -> Layout:
 def reading(item: Layout, probabilities: np.ndarray, threshold: float, seen: bool = False) -> dict[str, Any]:
     """The answer for one image from its candidates' probabilities: the best partition into digits."""
     if item.reason is not None:
-        return {"text": "", "digits": [], "confidence": None, "is_number": False, "reason": item.reason,
-                "error": None}
+        return {"text": "", "digits": [], "confidence": None, "is_number": False, "reason": item.reason, "error": None}
     scores = np.log(np.maximum(probabilities.max(1), 1e-12)) + item.priors
     chosen = _best_partition(item.spans, scores)
     digits = [_digit(probabilities[k], item.boxes[k], item) for k in chosen]
     if seen:
         for digit, k in zip(digits, chosen):
             digit["seen"] = item.crops[k].pixels
-    unclear = [f"digit {n} of {len(digits)} at {d['confidence']:.2f}" for n, d in enumerate(digits, 1)
-               if d["confidence"] < threshold]
+    unclear = [
+        f"digit {n} of {len(digits)} at {d['confidence']:.2f}"
+        for n, d in enumerate(digits, 1)
+        if d["confidence"] < threshold
+    ]
     reason = f"low confidence: {', '.join(unclear)} < threshold {threshold:.2f}" if unclear else None
-    return {"text": "".join(str(d["digit"]) for d in digits), "digits": digits,
-            "confidence": math.prod(d["confidence"] for d in digits), "is_number": not unclear, "reason": reason,
-            "error": None}
-
-
-def figure(given: np.ndarray, answer: dict[str, Any], threshold: float):
-    """A matplotlib figure of the image as given with each digit's box, the digit and its confidence over it
-    (orange when below `threshold`), and the reading as the title."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only when a picture is asked for
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    height, width = given.shape[:2]
-    fig = Figure(figsize=(min(12.0, max(4.0, 4 * width / height)), 4.4))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    if given.ndim == 3 and given.shape[-1] == 2:  # gray + alpha: matplotlib wants RGBA
-        given = np.concatenate([given[..., :1].repeat(3, -1), given[..., 1:]], axis=-1)
-    ax.imshow(given, cmap="gray", vmin=0, vmax=1)
-    for digit in answer["digits"]:
-        x0, y0, x1, y1 = digit["box"]
-        colour = "tab:green" if digit["confidence"] >= threshold else "tab:orange"
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2))
-        ax.text(x0, y0 - 2, f"{digit['digit']} {digit['confidence']:.2f}", color="white", fontsize=10,
-                va="bottom", bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
-    ax.set_xticks([])
-    ax.set_yticks([])
-    verdict = (f"{answer['text']} (confidence {answer['confidence']:.3f})" if answer["is_number"]
-               else f"not a number: {answer['reason']}" + (f" (best guess {answer['text']})" if answer["text"] else ""))
-    ax.set_title(verdict, fontsize=10, wrap=True)
-    fig.tight_layout()
-    return fig
+    return {
+        "text": "".join(str(d["digit"]) for d in digits),
+        "digits": digits,
+        "confidence": math.prod(d["confidence"] for d in digits),
+        "is_number": not unclear,
+        "reason": reason,
+        "error": None,
+    }
 
 
 def _ink(gray: np.ndarray, scale: float) -> Ink | str:
@@ -214,8 +194,9 @@ def _spans(pieces: list[Piece], line: float) -> list[tuple[int, int]]:
     for (first, stop), unit in zip(itertools.pairwise(bounds), units):
         for i, j in itertools.combinations(range(first, stop + 1), 2):
             x0, y0, x1, y1 = union([p.box for p in pieces[i:j]])
-            if (i, j) == (first, stop) or (y1 - y0 >= MIN_HEIGHT * _height(unit)
-                                            and x1 - x0 <= MAX_WIDTH * max(y1 - y0, line)):
+            if (i, j) == (first, stop) or (
+                y1 - y0 >= MIN_HEIGHT * _height(unit) and x1 - x0 <= MAX_WIDTH * max(y1 - y0, line)
+            ):
                 spans.append((i, j))
     for k, (left, right) in enumerate(itertools.pairwise(units)):
         x0, y0, x1, y1 = union([left, right])
@@ -276,10 +257,18 @@ def _digit(probabilities: np.ndarray, box: Box, item: Layout) -> dict[str, Any]:
     """A digit of the answer, its box in the given image's pixels."""
     (height, width), (left, top) = item.shape, item.origin
     x0, y0, x1, y1 = box
-    given = [max(0, left + math.floor(x0 / item.scale)), max(0, top + math.floor(y0 / item.scale)),
-             min(width, left + math.ceil(x1 / item.scale)), min(height, top + math.ceil(y1 / item.scale))]
-    return {"digit": int(probabilities.argmax()), "confidence": float(probabilities.max()),
-            "probabilities": probabilities.tolist(), "box": given}
+    given = [
+        max(0, left + math.floor(x0 / item.scale)),
+        max(0, top + math.floor(y0 / item.scale)),
+        min(width, left + math.ceil(x1 / item.scale)),
+        min(height, top + math.ceil(y1 / item.scale)),
+    ]
+    return {
+        "digit": int(probabilities.argmax()),
+        "confidence": float(probabilities.max()),
+        "probabilities": probabilities.tolist(),
+        "box": given,
+    }
 
 
 def _centre(boxes: np.ndarray) -> float:

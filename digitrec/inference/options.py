@@ -15,11 +15,19 @@ DEFAULT_MODEL = "the newest *-best.ckpt under outputs/, else the bundled model"
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """`--checkpoint` (repeatable: an ensemble) and `--tta`, with one wording for every command."""
-    parser.add_argument("--checkpoint", type=Path, action="append", default=None,
-                        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); repeat it for an ensemble "
-                             f"(the mean of the members' calibrated probabilities); default: {DEFAULT_MODEL}")
-    parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: also average over 1-px shifts and ±8° rotations (7× the work)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=None,
+        help="a .ckpt, or a run or sweep folder (its newest *-best.ckpt); repeat it for an ensemble "
+        f"(the mean of the members' calibrated probabilities); default: {DEFAULT_MODEL}",
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: also average over 1-px shifts and ±8° rotations (7× the work)",
+    )
 
 
 def choose_model(given: Sequence[Path] | None, search_dir: Path = Path("outputs")) -> tuple[list[Path], str]:

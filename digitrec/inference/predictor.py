@@ -1,14 +1,14 @@
 """`DigitPredictor`: a trained network answering for users' images (the command line is in `cli.py`).
 
-    from digitrec import DigitPredictor
-    predictor = DigitPredictor()  # the bundled model; or DigitPredictor("outputs/<run>/checkpoints/cnn-best.ckpt")
-    predictor.predict("my_digit.png")
-    # {"digit": 7, "confidence": 0.998, "probabilities": [...10 floats...], "is_digit": True,
-    #  "reason": None, "error": None}
-    predictor.read("my_number.png")  # several digits in a row, left to right
-    # {"text": "2024", "digits": [{"digit": 2, "confidence": 0.99, "probabilities": [...], "box": [x0, y0, x1, y1]},
-    #  ...], "confidence": 0.97, "is_number": True, "reason": None, "error": None}
-    ensemble = DigitPredictor([ckpt_a, ckpt_b, ckpt_c], tta=True)  # mean of calibrated probabilities
+from digitrec import DigitPredictor
+predictor = DigitPredictor()  # the bundled model; or DigitPredictor("outputs/<run>/checkpoints/cnn-best.ckpt")
+predictor.predict("my_digit.png")
+# {"digit": 7, "confidence": 0.998, "probabilities": [...10 floats...], "is_digit": True,
+#  "reason": None, "error": None}
+predictor.read("my_number.png")  # several digits in a row, left to right
+# {"text": "2024", "digits": [{"digit": 2, "confidence": 0.99, "probabilities": [...], "box": [x0, y0, x1, y1]},
+#  ...], "confidence": 0.97, "is_number": True, "reason": None, "error": None}
+ensemble = DigitPredictor([ckpt_a, ckpt_b, ckpt_c], tta=True)  # mean of calibrated probabilities
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.data.mnist import NUM_CLASSES
 from digitrec.errors import ConfigError, DigitrecError
 from digitrec.inference.checkpoints import resolve_checkpoint, resolve_device
 from digitrec.inference.ensemble import load_scorer, scorer_name
 from digitrec.inference.images import ImageInput, describe, read_image
 from digitrec.inference.numbers import read_numbers
+from digitrec.inference.pictures import digit_figure
 from digitrec.inference.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
 from digitrec.inference.pretrained import bundled_weights
 from digitrec.models import model_name as registry_name
@@ -55,10 +54,16 @@ class DigitPredictor:
     probabilities; `tta` also averages over 1-px shifts and ±8° rotations of each image.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-                 device: str | torch.device = "auto",
-                 model_name: str | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 preprocess: bool = True, batch_size: int = 256, tta: bool = False) -> None:
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        device: str | torch.device = "auto",
+        model_name: str | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        preprocess: bool = True,
+        batch_size: int = 256,
+        tta: bool = False,
+    ) -> None:
         if checkpoint is None:
             checkpoint = bundled_weights()
         given = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
@@ -74,20 +79,28 @@ class DigitPredictor:
         self.net, self.temperature, names, sources = load_scorer(self.checkpoints, self.device, self.tta)
         for path, name in zip(self.checkpoints, names):
             if model_name is not None and registry_name({"name": model_name}) != name:
-                raise ConfigError(f"a {model_name!r} model was expected, but {path} holds a "
-                                  f"{name!r} model; give a checkpoint of a {model_name!r} model.")
+                raise ConfigError(
+                    f"a {model_name!r} model was expected, but {path} holds a "
+                    f"{name!r} model; give a checkpoint of a {model_name!r} model."
+                )
         self.model_name = scorer_name(names)
         self.temperature_source = sources[0] if len(sources) == 1 else "; ".join(sources)
         for path, source in zip(self.checkpoints, sources):
             if source.startswith("uncalibrated"):
-                log.warning("%s is not calibrated: confidences use temperature 1 (python evaluate.py ckpt_path=%s "
-                            "fits one on the validation split).", path, path)
+                log.warning(
+                    "%s is not calibrated: confidences use temperature 1 (python evaluate.py ckpt_path=%s "
+                    "fits one on the validation split).",
+                    path,
+                    path,
+                )
 
     def __repr__(self) -> str:
         given = str(self.checkpoint) if len(self.checkpoints) == 1 else [str(c) for c in self.checkpoints]
-        return (f"DigitPredictor({self.model_name!r} from {given!r}, device={self.device}, "
-                f"threshold={self.threshold}, preprocess={self.preprocess}, tta={self.tta}, "
-                f"temperature={self.temperature:g} {self.temperature_source})")
+        return (
+            f"DigitPredictor({self.model_name!r} from {given!r}, device={self.device}, "
+            f"threshold={self.threshold}, preprocess={self.preprocess}, tta={self.tta}, "
+            f"temperature={self.temperature:g} {self.temperature_source})"
+        )
 
     def with_options(self, *, threshold: float | None = None, preprocess: bool | None = None) -> DigitPredictor:
         """A copy sharing this network, with another threshold or preprocessing setting."""
@@ -145,29 +158,34 @@ class DigitPredictor:
                 grays.append(to_grayscale(read_image(image)))
                 results.append(None)
             except DigitrecError as e:
-                results.append({"text": "", "digits": [], "confidence": None, "is_number": False, "reason": None,
-                                "error": str(e)})
+                results.append(
+                    {"text": "", "digits": [], "confidence": None, "is_number": False, "reason": None, "error": str(e)}
+                )
         readings = iter(read_numbers(grays, self._score, self.threshold))
         return [next(readings) if result is None else result for result in results]
 
     def _score(self, items: Sequence[Preprocessed]) -> np.ndarray:
         """Probabilities for prepared images, in batches of `batch_size`."""
         chunks = (items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size))
-        return torch.cat([self.probabilities(torch.stack([item.tensor() for item in chunk])) for chunk in chunks]).numpy()
+        return torch.cat(
+            [self.probabilities(torch.stack([item.tensor() for item in chunk])) for chunk in chunks]
+        ).numpy()
 
     def visualise(self, image: ImageInput, output_path: str | os.PathLike) -> Result:
         """Write a picture in the format the file name says (.png, .jpg, .pdf, .svg): the input as
         given, the 28×28 image the network saw, the ten probabilities."""
         output = Path(output_path)
         if output.suffix.lower() not in PICTURE_SUFFIXES:
-            raise ConfigError(f"{output}: cannot tell the picture format from {output.suffix or 'no extension'!r}; "
-                              f"name the file with one of {', '.join(PICTURE_SUFFIXES)}.")
+            raise ConfigError(
+                f"{output}: cannot tell the picture format from {output.suffix or 'no extension'!r}; "
+                f"name the file with one of {', '.join(PICTURE_SUFFIXES)}."
+            )
         given = read_image(image)
         item = self._prepare_array(given, describe(image))
         answer = self.answer([item])[0]
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            _figure(given, item.pixels, answer).savefig(output, dpi=100)  # the format comes from the suffix
+            digit_figure(given, item.pixels, answer).savefig(output, dpi=100)  # the format comes from the suffix
         except OSError as e:
             raise ConfigError(f"{output}: cannot write the picture ({e.strerror or e}).") from None
         return answer
@@ -196,41 +214,14 @@ class DigitPredictor:
         confidence, digit = (float(v) for v in probs.max(0))
         is_digit = confidence >= self.threshold
         reason = None if is_digit else f"low confidence: {confidence:.2f} < threshold {self.threshold:.2f}"
-        return {"digit": int(digit), "confidence": confidence, "probabilities": probs.tolist(),
-                "is_digit": is_digit, "reason": reason, "error": None}
-
-
-def _figure(given: np.ndarray, seen: np.ndarray, answer: Result):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only when a picture is asked for
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.4))
-    FigureCanvasAgg(fig)
-    ax_given, ax_seen, ax_probs = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.6]})
-    if given.ndim == 3 and given.shape[-1] == 2:  # gray + alpha: matplotlib wants RGBA
-        given = np.concatenate([given[..., :1].repeat(3, -1), given[..., 1:]], axis=-1)
-    ax_given.imshow(given, cmap="gray", vmin=0, vmax=1)
-    ax_given.set_title(f"input ({given.shape[1]}×{given.shape[0]})")
-    ax_seen.imshow(seen, cmap="gray", vmin=0, vmax=1)
-    ax_seen.set_title("what the network saw (28×28)")
-    for ax in (ax_given, ax_seen):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    probs = answer["probabilities"]
-    if probs is None:  # a blank image: nothing was asked of the network
-        probs = [0.0] * NUM_CLASSES
-        ax_probs.text(4.5, 0.5, "not a digit:\nno probabilities", ha="center", va="center", color="tab:gray")
-    colours = ["tab:blue" if answer["is_digit"] and d == answer["digit"] else "tab:gray" for d in range(NUM_CLASSES)]
-    ax_probs.bar(range(NUM_CLASSES), probs, color=colours)
-    ax_probs.set_xticks(range(NUM_CLASSES))
-    ax_probs.set_ylim(0, 1)
-    ax_probs.set_xlabel("digit")
-    ax_probs.set_ylabel("probability")
-    verdict = (f"{answer['digit']} (confidence {answer['confidence']:.3f})" if answer["is_digit"]
-               else f"not a digit: {answer['reason']}")
-    ax_probs.set_title(textwrap.fill(verdict, 48), fontsize=9)  # a long reason wraps instead of being clipped
-    fig.tight_layout()
-    return fig
+        return {
+            "digit": int(digit),
+            "confidence": confidence,
+            "probabilities": probs.tolist(),
+            "is_digit": is_digit,
+            "reason": reason,
+            "error": None,
+        }
 
 
 def _check_threshold(threshold: float) -> float:
@@ -239,11 +230,23 @@ def _check_threshold(threshold: float) -> float:
 
 def _blank(reason: str | None) -> Result:
     """No ink, so no probabilities: the network is not asked (a uniform guess would be invented)."""
-    return {"digit": None, "confidence": None, "probabilities": None, "is_digit": False, "reason": reason,
-            "error": None}
+    return {
+        "digit": None,
+        "confidence": None,
+        "probabilities": None,
+        "is_digit": False,
+        "reason": reason,
+        "error": None,
+    }
 
 
 def failure(message: str) -> Result:
     """The answer for an input that could not be used: `error` says why."""
-    return {"digit": None, "confidence": None, "probabilities": None, "is_digit": False, "reason": None,
-            "error": message}
+    return {
+        "digit": None,
+        "confidence": None,
+        "probabilities": None,
+        "is_digit": False,
+        "reason": None,
+        "error": message,
+    }

@@ -20,8 +20,10 @@ def bundled_weights() -> Path:
     """The bundled weights file; a `CheckpointError` that says what to do where it is missing."""
     path = PRETRAINED_DIR / f"{BUNDLED_NAME}.pt"
     if not path.is_file():
-        raise CheckpointError(f"no bundled model at {path} (an installation without package data?); give a "
-                              "checkpoint with --checkpoint, or train one: python train.py experiment=robust_best.")
+        raise CheckpointError(
+            f"no bundled model at {path} (an installation without package data?); give a "
+            "checkpoint with --checkpoint, or train one: python train.py experiment=robust_best."
+        )
     return path
 
 

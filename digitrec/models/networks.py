@@ -52,13 +52,25 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Two blocks of [conv3×3-BN-ReLU ×2 → max-pool → dropout] (32, 64 channels), then FC 3136 → 256 → 10."""
 
-    def __init__(self, channels: tuple[int, int] = (32, 64), hidden: int = 256, dropout: float = 0.25,
-                 head_dropout: float = 0.5, num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, int] = (32, 64),
+        hidden: int = 256,
+        dropout: float = 0.25,
+        head_dropout: float = 0.5,
+        num_classes: int = 10,
+    ) -> None:
         super().__init__()
         c1, c2 = channels
         self.features = nn.Sequential(
-            *_conv_bn_relu(1, c1), *_conv_bn_relu(c1, c1), nn.MaxPool2d(2), Dropout(dropout),
-            *_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c2), nn.MaxPool2d(2), Dropout(dropout),
+            *_conv_bn_relu(1, c1),
+            *_conv_bn_relu(c1, c1),
+            nn.MaxPool2d(2),
+            Dropout(dropout),
+            *_conv_bn_relu(c1, c2),
+            *_conv_bn_relu(c2, c2),
+            nn.MaxPool2d(2),
+            Dropout(dropout),
         )
         self.head = nn.Sequential(
             nn.Flatten(), *_dense(c2 * 7 * 7, hidden, head_dropout), nn.Linear(hidden, num_classes)
@@ -86,8 +98,14 @@ class ResidualBlock(nn.Module):
 class DeepCNN(nn.Module):
     """Three residual blocks (32 → 64 → 128 channels), adaptive average pool to 4×4, FC 2048 → 512 → 256 → 10."""
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), hidden: tuple[int, int] = (512, 256),
-                 dropout: float = 0.25, head_dropout: float = 0.5, num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (32, 64, 128),
+        hidden: tuple[int, int] = (512, 256),
+        dropout: float = 0.25,
+        head_dropout: float = 0.5,
+        num_classes: int = 10,
+    ) -> None:
         super().__init__()
         widths = [1, *channels]
         self.features = nn.Sequential(
@@ -95,7 +113,9 @@ class DeepCNN(nn.Module):
         )
         h1, h2 = hidden
         self.head = nn.Sequential(
-            nn.Flatten(), *_dense(channels[-1] * 16, h1, head_dropout), *_dense(h1, h2, head_dropout),
+            nn.Flatten(),
+            *_dense(channels[-1] * 16, h1, head_dropout),
+            *_dense(h1, h2, head_dropout),
             nn.Linear(h2, num_classes),
         )
 
@@ -123,10 +143,16 @@ class ResNet(nn.Module):
         super().__init__()
         c1, c2, c3 = channels
         self.features = nn.Sequential(
-            *_conv_bn_relu(1, c1, kernel=5), Residual(c1),
-            nn.MaxPool2d(2), Residual(c1), *_conv_bn_relu(c1, c2),
-            nn.MaxPool2d(2), Residual(c2), *_conv_bn_relu(c2, c3),
-            nn.MaxPool2d(2, ceil_mode=True), Residual(c3),
+            *_conv_bn_relu(1, c1, kernel=5),
+            Residual(c1),
+            nn.MaxPool2d(2),
+            Residual(c1),
+            *_conv_bn_relu(c1, c2),
+            nn.MaxPool2d(2),
+            Residual(c2),
+            *_conv_bn_relu(c2, c3),
+            nn.MaxPool2d(2, ceil_mode=True),
+            Residual(c3),
         )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c3, num_classes))
 

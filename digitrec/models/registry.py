@@ -11,7 +11,11 @@ from digitrec.errors import ConfigError
 from digitrec.models.networks import CNN, MLP, DeepCNN, ResNet, SpeedNet
 
 MODELS: dict[str, type[nn.Module]] = {
-    "mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "resnet": ResNet, "speednet": SpeedNet,
+    "mlp": MLP,
+    "cnn": CNN,
+    "deep_cnn": DeepCNN,
+    "resnet": ResNet,
+    "speednet": SpeedNet,
 }
 
 

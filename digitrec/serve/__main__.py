@@ -17,25 +17,46 @@ log = logging.getLogger("digitrec.serve")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="digitrec-serve", description=__doc__.split(":", 1)[1].strip(),
+        prog="digitrec-serve",
+        description=__doc__.split(":", 1)[1].strip(),
         epilog="Endpoints: GET / (the page), POST /predict, POST /predict/batch, GET /health, GET /docs; "
-               "POST /feedback and GET /feedback/stats unless --no-feedback.")
+        "POST /feedback and GET /feedback/stats unless --no-feedback.",
+    )
     add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="predictions run at once (default: one per CPU core); more requests wait their turn")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads per prediction (default 1: predictions run side by side instead)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="predictions run at once (default: one per CPU core); more requests wait their turn",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per prediction (default 1: predictions run side by side instead)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"confidence below which an answer is 'not a digit' (default {DEFAULT_THRESHOLD})",
+    )
     feedback = parser.add_mutually_exclusive_group()
-    feedback.add_argument("--feedback-db", default=None, metavar="URL",
-                          help="where POST /feedback stores users' labelled digits: a SQLite file or a database URL "
-                               "(sqlite:///path, postgresql://user@host/db); default outputs/feedback/feedback.db, "
-                               "made on demand")
-    feedback.add_argument("--no-feedback", action="store_true",
-                          help="store nothing: the feedback endpoints answer 404 and the page hides its buttons")
+    feedback.add_argument(
+        "--feedback-db",
+        default=None,
+        metavar="URL",
+        help="where POST /feedback stores users' labelled digits: a SQLite file or a database URL "
+        "(sqlite:///path, postgresql://user@host/db); default outputs/feedback/feedback.db, "
+        "made on demand",
+    )
+    feedback.add_argument(
+        "--no-feedback",
+        action="store_true",
+        help="store nothing: the feedback endpoints answer 404 and the page hides its buttons",
+    )
     return parser
 
 

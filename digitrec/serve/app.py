@@ -60,16 +60,18 @@ class DigitRead(BaseModel):
     digit: int = Field(examples=[2])
     confidence: float = Field(description="probability of that digit (calibrated)", examples=[0.991])
     probabilities: list[float] = Field(description="ten probabilities, for 0 to 9")
-    box: list[int] = Field(description="x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive)",
-                           examples=[[12, 8, 70, 96]])
+    box: list[int] = Field(
+        description="x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive)", examples=[[12, 8, 70, 96]]
+    )
     seen: str = Field(description="the 28×28 image the network saw for this digit, as a PNG data URL")
 
 
 class Reading(BaseModel):
     text: str = Field(description="the digits, left to right; empty when there are none", examples=["2047"])
     digits: list[DigitRead] = Field(description="each digit, in reading order")
-    confidence: float | None = Field(description="of the whole reading: the product of the digits' confidences",
-                                     examples=[0.972])
+    confidence: float | None = Field(
+        description="of the whole reading: the product of the digits' confidences", examples=[0.972]
+    )
     is_number: bool = Field(description="false when there is no digit or one is below the threshold")
     reason: str | None = Field(None, description="why it is not a number", examples=[None])
 
@@ -91,20 +93,27 @@ class ErrorMessage(BaseModel):
     error: str = Field(examples=["upload 'x.png': not an image file Pillow can read (PNG, JPEG, ...)."])
 
 
-_ERRORS = {400: {"model": ErrorMessage, "description": "not a usable image"},
-           413: {"model": ErrorMessage, "description": f"body over {MAX_BODY_BYTES // 2**20} MB"},
-           415: {"model": ErrorMessage, "description": "not multipart/form-data"},
-           422: {"model": ErrorMessage, "description": "no `file` field"}}
+_ERRORS = {
+    400: {"model": ErrorMessage, "description": "not a usable image"},
+    413: {"model": ErrorMessage, "description": f"body over {MAX_BODY_BYTES // 2**20} MB"},
+    415: {"model": ErrorMessage, "description": "not multipart/form-data"},
+    422: {"model": ErrorMessage, "description": "no `file` field"},
+}
 
 
-def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, workers: int | None = None,
-               feedback: FeedbackStore | None = None) -> FastAPI:
+def create_app(
+    predictor: DigitPredictor,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    workers: int | None = None,
+    feedback: FeedbackStore | None = None,
+) -> FastAPI:
     """The app serving one loaded predictor (shared by all requests; it only reads its network).
 
     Predictions run in at most `workers` threads at once (default: one per CPU core); more requests
     wait their turn. On a CPU more threads only contend for the cores and grow the memory. Users'
     labelled digits go to `feedback`; without one, the feedback endpoints answer 404.
     """
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.workers = CapacityLimiter(workers or os.cpu_count() or 1)
@@ -113,8 +122,9 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
     async def run(function: Callable[..., Any], *args: Any) -> Any:
         return await to_thread.run_sync(function, *args, limiter=app.state.workers)
 
-    app = FastAPI(title="digitrec", summary="Handwritten-digit recognition: draw a digit, or POST an image.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="digitrec", summary="Handwritten-digit recognition: draw a digit, or POST an image.", lifespan=lifespan
+    )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(HTTPException, _http_error)
@@ -147,11 +157,18 @@ def create_app(predictor: DigitPredictor, max_body_bytes: int = MAX_BODY_BYTES, 
     @app.get("/health", response_model=Health)
     def health() -> dict:
         """The loaded model and its calibration."""
-        return {"status": "ok", "model": predictor.model_name, "parameters": count_parameters(predictor.net),
-                "checkpoint": str(predictor.checkpoint), "checkpoints": [str(c) for c in predictor.checkpoints],
-                "tta": predictor.tta, "temperature": predictor.temperature,
-                "temperature_source": predictor.temperature_source, "feedback": feedback is not None,
-                "bundled": describe_bundled(predictor.checkpoint) if is_bundled(predictor.checkpoint) else None}
+        return {
+            "status": "ok",
+            "model": predictor.model_name,
+            "parameters": count_parameters(predictor.net),
+            "checkpoint": str(predictor.checkpoint),
+            "checkpoints": [str(c) for c in predictor.checkpoints],
+            "tta": predictor.tta,
+            "temperature": predictor.temperature,
+            "temperature_source": predictor.temperature_source,
+            "feedback": feedback is not None,
+            "bundled": describe_bundled(predictor.checkpoint) if is_bundled(predictor.checkpoint) else None,
+        }
 
     return app
 
@@ -227,8 +244,13 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        return JSONResponse({"error": f"Expected multipart/form-data with the image in a field named 'file', got "
-                                      f"{content_type or 'no content type'}."}, status_code=415)
+        return JSONResponse(
+            {
+                "error": f"Expected multipart/form-data with the image in a field named 'file', got "
+                f"{content_type or 'no content type'}."
+            },
+            status_code=415,
+        )
     return JSONResponse({"error": "The form has no image in a field named 'file'."}, status_code=422)
 
 

@@ -81,8 +81,10 @@ def weights_sha256(checkpoints: Sequence[Path]) -> str:
 
 def feedback_router(predictor: DigitPredictor, store: FeedbackStore) -> APIRouter:
     """The feedback endpoints, storing into `store` (opened when the app starts, closed when it stops)."""
-    model = {"sha256": weights_sha256(predictor.checkpoints),
-             "name": predictor.model_name + (" with TTA" if predictor.tta else "")}
+    model = {
+        "sha256": weights_sha256(predictor.checkpoints),
+        "name": predictor.model_name + (" with TTA" if predictor.tta else ""),
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,18 +97,26 @@ def feedback_router(predictor: DigitPredictor, store: FeedbackStore) -> APIRoute
         store.close()
 
     router = APIRouter(lifespan=lifespan, tags=["feedback"])
-    responses = {code: {"model": FeedbackError, "description": description} for code, description in [
-        (400, "not a usable image, or a label that is not one digit"),
-        (413, "body over the limit, or strokes over 64 KB"), (415, "not multipart/form-data"),
-        (422, "no `file` or `label` field"),
-        (503, "the store cannot be written now (read-only, full, unreachable)")]}
+    responses = {
+        code: {"model": FeedbackError, "description": description}
+        for code, description in [
+            (400, "not a usable image, or a label that is not one digit"),
+            (413, "body over the limit, or strokes over 64 KB"),
+            (415, "not multipart/form-data"),
+            (422, "no `file` or `label` field"),
+            (503, "the store cannot be written now (read-only, full, unreachable)"),
+        ]
+    }
 
     @router.post("/feedback", status_code=201, response_model=Stored, responses=responses)
-    async def feedback(request: Request, response: Response,
-                       file: Annotated[UploadFile, File(description="the image, as sent to /predict")],
-                       label: Annotated[str | None, Form(description="the digit the image shows, 0-9")] = None,
-                       predicted: Annotated[str | None, Form(description="the digit the page showed, 0-9")] = None,
-                       strokes: Annotated[str | None, Form(description="the pen's points as JSON, ≤ 64 KB")] = None):
+    async def feedback(
+        request: Request,
+        response: Response,
+        file: Annotated[UploadFile, File(description="the image, as sent to /predict")],
+        label: Annotated[str | None, Form(description="the digit the image shows, 0-9")] = None,
+        predicted: Annotated[str | None, Form(description="the digit the page showed, 0-9")] = None,
+        strokes: Annotated[str | None, Form(description="the pen's points as JSON, ≤ 64 KB")] = None,
+    ):
         """Store an image with its right digit. 201 for a new item; 200 with `duplicate: true` and the
         stored item's id for the same image bytes with the same label again."""
         if label is None:  # absent, or empty (FastAPI reads an empty field as absent)
@@ -116,8 +126,9 @@ def feedback_router(predictor: DigitPredictor, store: FeedbackStore) -> APIRoute
         digit, shown = _digit(label, "label"), _digit(predicted, "predicted") if predicted else None
         if strokes is not None:
             _check_strokes(strokes)
-        item = await to_thread.run_sync(_item, predictor, file, digit, shown, strokes, model,
-                                        limiter=request.app.state.workers)
+        item = await to_thread.run_sync(
+            _item, predictor, file, digit, shown, strokes, model, limiter=request.app.state.workers
+        )
         try:
             saved = await to_thread.run_sync(store.add, item, limiter=request.app.state.feedback_db)
         except DigitrecError as e:
@@ -168,8 +179,14 @@ def _check_strokes(strokes: str) -> None:
         raise DigitrecError("'strokes' must be a JSON list of strokes, each a list of [x, y] points.")
 
 
-def _item(predictor: DigitPredictor, upload: UploadFile, label: int, shown: int | None, strokes: str | None,
-          model: dict[str, str]) -> Item:
+def _item(
+    predictor: DigitPredictor,
+    upload: UploadFile,
+    label: int,
+    shown: int | None,
+    strokes: str | None,
+    model: dict[str, str],
+) -> Item:
     """The item to store: the file as sent, what the network saw of it and what it answered."""
     name = f"upload {upload.filename!r}" if upload.filename else "upload"
     data = upload.file.read()
@@ -178,9 +195,17 @@ def _item(predictor: DigitPredictor, upload: UploadFile, label: int, shown: int 
         raise DigitrecError(f"{name}: no digit in it to learn from ({prepared.reason}).")
     answer = predictor.answer([prepared])[0]
     pixels = np.round(prepared.pixels * 255).astype(np.uint8).tobytes()  # as /predict's `seen` shows it
-    return Item(image=data, pixels=pixels, label=label, predicted=answer["digit"],
-                probabilities=answer["probabilities"], model_sha256=model["sha256"], model_name=model["name"],
-                shown=shown, strokes=strokes)
+    return Item(
+        image=data,
+        pixels=pixels,
+        label=label,
+        predicted=answer["digit"],
+        probabilities=answer["probabilities"],
+        model_sha256=model["sha256"],
+        model_name=model["name"],
+        shown=shown,
+        strokes=strokes,
+    )
 
 
 def _unavailable(error: DigitrecError) -> JSONResponse:

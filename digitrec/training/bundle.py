@@ -43,8 +43,14 @@ def evaluated(run: Path) -> dict[str, Any]:
     """The run's evaluation report with robustness (evaluate.py writes it, unless it already has)."""
     metrics = run / "eval" / "metrics.json"
     if not (run / "eval" / "robustness.json").is_file():
-        _run([sys.executable, str(REPO_ROOT / "evaluate.py"), f"ckpt_path={find_newest_checkpoint(run)}",
-              "robustness=true"])
+        _run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "evaluate.py"),
+                f"ckpt_path={find_newest_checkpoint(run)}",
+                "robustness=true",
+            ]
+        )
     return json.loads(metrics.read_text())
 
 

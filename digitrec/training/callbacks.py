@@ -44,8 +44,9 @@ def _warmup_decay(n: Any) -> Any:
     return (1 + n) / (10 + n)
 
 
-def _ema_update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor,
-                decay: float | None) -> torch.Tensor:
+def _ema_update(
+    averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float | None
+) -> torch.Tensor:
     # Kept as tensors (no float(num_averaged)): a host sync per parameter per step on a GPU otherwise.
     d = _warmup_decay(num_averaged)
     if decay is not None:
@@ -78,10 +79,15 @@ class EMA(WeightAveraging):
         if math.isfinite(updates) and last_decay < self.decay:
             # the n at which _warmup_decay(n) reaches decay
             reached_after = math.ceil((10 * self.decay - 1) / (1 - self.decay) - 1e-6)
-            log.warning("EMA decay %g is reached after %s updates, but this run makes %s: the warm-up decay "
-                        "(1+n)/(10+n) sets the average for the whole run and ends at %.4f: any callbacks.ema.decay "
-                        "above that gives the same run.", self.decay, f"{reached_after:,}", f"{int(updates):,}",
-                        last_decay)
+            log.warning(
+                "EMA decay %g is reached after %s updates, but this run makes %s: the warm-up decay "
+                "(1+n)/(10+n) sets the average for the whole run and ends at %.4f: any callbacks.ema.decay "
+                "above that gives the same run.",
+                self.decay,
+                f"{reached_after:,}",
+                f"{int(updates):,}",
+                last_decay,
+            )
 
 
 def _to_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -129,8 +135,13 @@ class DiagnosticsLogger(L.Callback):
             wrong = score >= 0
             grids = {
                 f"{stage}/confusion_matrix": confusion_figure(counts, f"{stage} confusion matrix"),
-                f"{stage}/misclassified": misclassified_figure(_to_pixels(images[wrong]), labels[wrong], preds[wrong],
-                                                               score[wrong], f"{stage}: most confident errors"),
+                f"{stage}/misclassified": misclassified_figure(
+                    _to_pixels(images[wrong]),
+                    labels[wrong],
+                    preds[wrong],
+                    score[wrong],
+                    f"{stage}: most confident errors",
+                ),
             }
             for tag, fig in grids.items():
                 image = figure_to_array(fig)
@@ -160,5 +171,6 @@ class DiagnosticsLogger(L.Callback):
         support = counts.sum(1)
         accuracy = counts.diagonal().float() / support.clamp(min=1)
         present = support.cpu() > 0
-        pl_module.log_dict({f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]},
-                           sync_dist=True)  # already global (torchmetrics syncs), this only silences DDP advice
+        pl_module.log_dict(
+            {f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]}, sync_dist=True
+        )  # already global (torchmetrics syncs), this only silences DDP advice

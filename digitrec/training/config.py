@@ -63,15 +63,14 @@ def check_command_line(config_dir: Path, config_name: str, arguments: Sequence[s
     close = difflib.get_close_matches(leaf, list(node.keys()), n=1) if isinstance(node, DictConfig) else []
     if close:
         meant = f"{parent}.{close[0]}" if parent else close[0]
-        raise ConfigError(f"{key} is not a key of the configuration; did you mean {meant}? "
-                          f"(To add a new key: +{key}=...)")
+        raise ConfigError(
+            f"{key} is not a key of the configuration; did you mean {meant}? (To add a new key: +{key}=...)"
+        )
 
 
 def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(config_name, overrides=overrides)
-
-
 
 
 def _components(cfg: DictConfig) -> Iterator[tuple[str, dict[str, Any]]]:

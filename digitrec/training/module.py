@@ -55,8 +55,13 @@ def _instantiate(section: str, cfg: Mapping[str, Any]) -> Any:
         raise ConfigError(f"Cannot build {section} from {cfg}: {e}") from None
 
 
-def build_optimization(params: Any, optimizer_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any] | None,
-                       run_length: int, precision: str | None = None) -> tuple[torch.optim.Optimizer, Any]:
+def build_optimization(
+    params: Any,
+    optimizer_cfg: Mapping[str, Any],
+    scheduler_cfg: Mapping[str, Any] | None,
+    run_length: int,
+    precision: str | None = None,
+) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer and (or None) the per-step scheduler for a run of `run_length` optimizer steps.
 
     Any error in either config (unknown class, unknown or invalid argument) is a `ConfigError`.
@@ -103,8 +108,15 @@ class DigitClassifier(L.LightningModule):
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         # Built once on a stand-in parameter, so that a bad config stops the run before any data is read.
         build_optimization([torch.nn.Parameter(torch.zeros(1))], optimizer, scheduler, run_length=100)
-        self.save_hyperparameters({"net": net, "optimizer": optimizer, "scheduler": scheduler,
-                                   "label_smoothing": label_smoothing, "channels_last": channels_last})
+        self.save_hyperparameters(
+            {
+                "net": net,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "label_smoothing": label_smoothing,
+                "channels_last": channels_last,
+            }
+        )
         self.model_name = model_name(net)
         self.net = build_model(net)
         self.num_parameters = count_parameters(self.net)
@@ -188,8 +200,12 @@ class DigitClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimization(
-            self.parameters(), self.hparams.optimizer, self.hparams.scheduler,
-            run_length=int(self.trainer.estimated_stepping_batches), precision=getattr(self._trainer, "precision", None))
+            self.parameters(),
+            self.hparams.optimizer,
+            self.hparams.scheduler,
+            run_length=int(self.trainer.estimated_stepping_batches),
+            precision=getattr(self._trainer, "precision", None),
+        )
         if scheduler is None:
             return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

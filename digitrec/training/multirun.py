@@ -33,7 +33,9 @@ def keep_sweep_going(func: Callable[P, float]) -> Callable[P, float]:
             logging.getLogger(logger_name(func)).exception("This job failed; the sweep goes on.")
             error = find_user_error(e) or e
             out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
-            out.write_text(json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}, indent=2) + "\n")
+            out.write_text(
+                json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}, indent=2) + "\n"
+            )
             return float("nan")
 
     return wrapper

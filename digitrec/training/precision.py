@@ -46,6 +46,8 @@ def choose_precision(requested: str | int | None, accelerator: str = "auto") -> 
         return "16-mixed", "CUDA device: mixed precision (fp16 autocast)"
     asked = "" if requested == "auto" else f"precision={requested} asked for on a CPU; "
     if cpu_has_bf16():
-        return "bf16-mixed", (f"{asked}no CUDA device, and this CPU has bf16 units (AVX512-BF16/AMX): bf16 autocast "
-                              "(trainer.precision=32-true for fp32)")
+        return "bf16-mixed", (
+            f"{asked}no CUDA device, and this CPU has bf16 units (AVX512-BF16/AMX): bf16 autocast "
+            "(trainer.precision=32-true for fp32)"
+        )
     return "32-true", f"{asked}no CUDA device and no bf16 units on this CPU: fp32 (bf16 autocast would be slower)"

@@ -32,8 +32,14 @@ class RunSettings:
     test: bool = True  # test the kept checkpoint on the official 10k test set after fitting
 
 
-def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, fit_seconds: float,
-               test: dict[str, float], last_val_acc: Any = None) -> dict[str, Any]:
+def report_run(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    fit_seconds: float,
+    test: dict[str, float],
+    last_val_acc: Any = None,
+) -> dict[str, Any]:
     """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab.
 
     `best_val_acc` is the monitored score of the checkpoint kept, else `last_val_acc` (the final epoch's,
@@ -69,8 +75,13 @@ def report_run(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, f
                 logger.finalize("success")
         log.info(
             "Done: %s (%s params) | best val/acc %s | test/acc %s | %d epochs in %.1f s (%.1f s/epoch) | best checkpoint: %s",
-            summary["model"], f"{summary['parameters']:,}", _fmt(summary["best_val_acc"]), _fmt(summary["test_acc"]),
-            summary["epochs"], fit_seconds, summary["seconds_per_epoch"],
+            summary["model"],
+            f"{summary['parameters']:,}",
+            _fmt(summary["best_val_acc"]),
+            _fmt(summary["test_acc"]),
+            summary["epochs"],
+            fit_seconds,
+            summary["seconds_per_epoch"],
             summary["best_checkpoint"] or ("none (fast_dev_run saves none)" if trainer.fast_dev_run else "none"),
         )
     return summary
@@ -109,14 +120,18 @@ def resolve_resume_path(ckpt_path: str | None, model: str, outputs: Path = Path(
     if ckpt_path == "last":
         candidates = [p for p in outputs.glob("**/checkpoints/last.ckpt") if p.parents[1].name.endswith(f"_{model}")]
         if not candidates:
-            raise ConfigError(f"ckpt_path=last: no {model} run with a last.ckpt under {outputs.resolve()}; "
-                              "give the checkpoint's path instead.")
+            raise ConfigError(
+                f"ckpt_path=last: no {model} run with a last.ckpt under {outputs.resolve()}; "
+                "give the checkpoint's path instead."
+            )
         newest = max(candidates, key=lambda p: p.stat().st_mtime)
         log.info("Resuming from the newest %s run: %s", model, newest)
         return str(newest)
     if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Give the path of a .ckpt "
-                          "written by an earlier run, e.g. outputs/<run>/checkpoints/last.ckpt, or ckpt_path=last.")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file. Give the path of a .ckpt "
+            "written by an earlier run, e.g. outputs/<run>/checkpoints/last.ckpt, or ckpt_path=last."
+        )
     return str(ckpt_path)
 
 
@@ -133,8 +148,11 @@ def explain_interrupts(trainer: L.Trainer) -> Iterator[None]:
             if last.is_file():
                 overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
                 command = " ".join(["python train.py", *overrides, f"ckpt_path={last}"])
-                log.warning("Interrupted during epoch %d. The last finished epoch is saved; resume with:\n  %s",
-                            trainer.current_epoch, command)
+                log.warning(
+                    "Interrupted during epoch %d. The last finished epoch is saved; resume with:\n  %s",
+                    trainer.current_epoch,
+                    command,
+                )
             else:
                 log.warning("Interrupted during the first epoch, before any checkpoint was written: nothing to resume.")
         raise SystemExit(130) from None

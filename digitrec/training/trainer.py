@@ -25,11 +25,15 @@ def _fit_to_cpu(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
     if _uses_cuda(str(trainer_cfg.get("accelerator", "auto"))):
         return trainer_cfg
     if trainer_cfg.get("devices") == -1:
-        raise ConfigError("trainer.devices=-1 means every GPU, and this run has none: give a number of CPU "
-                          "processes instead, e.g. trainer=ddp_cpu (2 processes) or trainer.devices=2.")
+        raise ConfigError(
+            "trainer.devices=-1 means every GPU, and this run has none: give a number of CPU "
+            "processes instead, e.g. trainer=ddp_cpu (2 processes) or trainer.devices=2."
+        )
     if trainer_cfg.get("sync_batchnorm"):
-        log.info("sync_batchnorm off: SyncBatchNorm works on GPUs only; on CPUs each process normalises "
-                 "with its own batch statistics.")
+        log.info(
+            "sync_batchnorm off: SyncBatchNorm works on GPUs only; on CPUs each process normalises "
+            "with its own batch statistics."
+        )
         trainer_cfg["sync_batchnorm"] = False
     return trainer_cfg
 
