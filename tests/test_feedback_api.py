@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitrec.bench.latency import untrained_checkpoint
+from digitrec.bench.load import start_server as serve
 from digitrec.feedback.store import FeedbackStore, items
 from digitrec.inference.predictor import DigitPredictor
 from digitrec.serve.app import create_app
@@ -188,41 +188,7 @@ def form(data: bytes, label: int) -> tuple[bytes, str]:
 
 def start_server(checkpoint: Path, db: Path | str | None, *options: str) -> tuple[subprocess.Popen, int]:
     """`python -m digitrec.serve` storing feedback into `db` (a SQLite file or a URL; None: off), on a free port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "digitrec.serve",
-            "--checkpoint",
-            str(checkpoint),
-            "--port",
-            str(port),
-            *(["--feedback-db", str(db)] if db is not None else ["--no-feedback"]),
-            *options,
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server did not start: {proc.stderr.read()}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the server did not answer within 60 s")
+    return serve(checkpoint, threads=1, feedback_db=db, cwd=REPO, options=options)
 
 
 def send_all(port: int, work: list[int], acknowledged: dict[int, int], errors: list[str], lock: threading.Lock) -> None:

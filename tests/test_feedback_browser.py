@@ -11,24 +11,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from test_feedback_api import start_server
-from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, ONE, ZERO, draw, missing
+from test_serve_browser import ONE, ZERO, draw
 
 from digitrec.bench.latency import untrained_checkpoint
 from digitrec.feedback.store import items
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("Playwright for Python is not installed (pip install playwright)")
-    if not Path(CHROMIUM).is_file():
-        missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -624,21 +624,12 @@ def page_url(predictor):
 
 
 @pytest.fixture
-def browser_page(page_url):
-    from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, missing
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("Playwright for Python is not installed (pip install playwright)")
-    if not Path(CHROMIUM).is_file():
-        missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
-        page.goto(page_url)
-        yield page
-        browser.close()
+def browser_page(page_url, browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.goto(page_url)
+    yield page
+    context.close()
 
 
 def _write(page, digits: list[int]) -> None:

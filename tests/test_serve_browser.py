@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,22 +16,6 @@ from PIL import Image
 from digitrec.bench.load import start_server
 from digitrec.data.mnist import load_split, raw_dir
 
-CHROMIUM = os.environ.get("DIGITREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run the browser test (.ci/run installs Chromium).")
-    pytest.skip(reason)
-
 
 @pytest.fixture(scope="module")
 def server(trained_run: Path) -> Iterator[str]:
@@ -42,20 +24,6 @@ def server(trained_run: Path) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("Playwright for Python is not installed (pip install playwright)")
-    if not Path(CHROMIUM).is_file():
-        missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -56,26 +56,30 @@ def _free_port() -> int:
 
 
 def start_server(
-    checkpoint: Path | None, threads: int, feedback_db: Path | None = None, cwd: Path | None = None
+    checkpoint: Path | None,
+    threads: int,
+    feedback_db: Path | str | None = None,
+    cwd: Path | None = None,
+    options: Sequence[str] = (),
 ) -> tuple[subprocess.Popen, int]:
-    """`digitrec-serve` on a free port, answering once it accepts connections; it stores feedback only into
-    `feedback_db` (none: nothing is written). No checkpoint: what the server chooses from `cwd`."""
+    """`digitrec-serve` on a free port, returned once `/health` answers; it stores feedback only into
+    `feedback_db` (a SQLite file or a URL; none: nothing is written). No checkpoint: what the server
+    chooses from `cwd`. `options`: more of its command line."""
     port = _free_port()
     feedback = ["--feedback-db", str(feedback_db)] if feedback_db is not None else ["--no-feedback"]
     model = ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
+    command = [sys.executable, "-m", "digitrec.serve", *model, "--port", str(port), "--threads", str(threads)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "digitrec.serve", *model, "--port", str(port), "--threads", str(threads), *feedback],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        [*command, *feedback, *options], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ConfigError(f"digitrec-serve did not start: {proc.stderr.read().strip()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
                 return proc, port
         except OSError:
             time.sleep(0.2)
