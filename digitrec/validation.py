@@ -49,20 +49,12 @@ def describe_range(
 
 
 def check_range(
-    name: str,
-    value: Any,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    integer: bool = False,
-    open_low: bool = False,
-    open_high: bool = False,
-    hint: str = "",
+    name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, hint: str = "", **kind: bool
 ) -> Any:
-    """`value` itself if `in_range`, else a `ConfigError`: '<name> must be <range><hint>, got <value>.'"""
-    if not in_range(value, low, high, integer=integer, open_low=open_low, open_high=open_high):
-        bounds = describe_range(low, high, integer=integer, open_low=open_low, open_high=open_high)
-        raise ConfigError(f"{name} must be {bounds}{hint}, got {value!r}.")
+    """`value` itself if `in_range` (with the same `integer`, `open_low`, `open_high`), else a `ConfigError`:
+    '<name> must be <range><hint>, got <value>.'"""
+    if not in_range(value, low, high, **kind):
+        raise ConfigError(f"{name} must be {describe_range(low, high, **kind)}{hint}, got {value!r}.")
     return value
 
 

@@ -254,10 +254,9 @@ class _Line(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None:
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
-    module, decay = _Line(), 0.6
-    trainer = L.Trainer(
+def _ema_trainer(decay: float | None, tmp_path: Path) -> L.Trainer:
+    """A bare Trainer for one epoch with only the EMA callback."""
+    return L.Trainer(
         max_epochs=1,
         callbacks=[EMA(decay=decay)],
         logger=False,
@@ -266,6 +265,12 @@ def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
+
+
+def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
+    module, decay = _Line(), 0.6
+    trainer = _ema_trainer(decay, tmp_path)
     trainer.fit(module, data)
     expected = module.history[0]  # the first update copies the weights
     for n, weights in enumerate(module.history[1:], start=1):
@@ -280,16 +285,8 @@ def test_ema_warms_up_then_decays_at_the_configured_rate(tmp_path: Path) -> None
 def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, caplog) -> None:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
     for decay in (0.6, 0.9):  # 20 updates: (1+n)/(10+n) passes 0.6 at n = 13, 0.9 only at n = 80
-        trainer = L.Trainer(
-            max_epochs=1,
-            callbacks=[EMA(decay=decay)],
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp_path,
-        )
-        with caplog.at_level("WARNING", logger="digitrec.training.precision"):
+        trainer = _ema_trainer(decay, tmp_path)
+        with caplog.at_level("WARNING", logger="digitrec.training.callbacks"):
             caplog.clear()
             trainer.fit(_Line(), data)
         warnings = [r.getMessage() for r in caplog.records if "EMA decay" in r.getMessage()]
@@ -305,16 +302,8 @@ def test_ema_warns_when_the_run_is_too_short_to_reach_its_decay(tmp_path: Path, 
 def test_ema_without_a_cap_follows_the_warm_up_and_never_warns(tmp_path: Path, caplog) -> None:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(40, 3)), batch_size=2)
     module = _Line()
-    trainer = L.Trainer(
-        max_epochs=1,
-        callbacks=[EMA(decay=None)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    with caplog.at_level("WARNING", logger="digitrec.training.precision"):
+    trainer = _ema_trainer(None, tmp_path)
+    with caplog.at_level("WARNING", logger="digitrec.training.callbacks"):
         trainer.fit(module, data)
     assert not [r for r in caplog.records if "EMA decay" in r.getMessage()]
     expected = module.history[0]
