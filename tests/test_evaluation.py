@@ -249,12 +249,7 @@ def test_newest_checkpoint_is_found_by_modification_time(tmp_path: Path) -> None
 def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> None:
     sweep = tmp_path / "multirun"
     run_train(
-        "-m",
-        "model=mlp",
-        "optimizer.lr=0.001,0.003",
-        "debug=limit",
-        "trainer.limit_train_batches=2",
-        "trainer.max_epochs=1",
+        *"-m model=mlp optimizer.lr=0.001,0.003 debug=limit trainer.limit_train_batches=2 trainer.max_epochs=1".split(),
         f"data.data_dir={mnist_dir}",
         f"hydra.sweep.dir={sweep}",
     )

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_feedback_api import digit_png, form, load, start_server
+from test_feedback_api import digit_png, finish, form, load, start_server
 
 from digitrec.bench.latency import untrained_checkpoint
 from digitrec.feedback.store import FeedbackStore, metadata
@@ -34,8 +34,7 @@ def test_a_server_under_load_stores_every_item_in_postgres(store: FeedbackStore,
     proc, port = start_server(checkpoint, store.url.render_as_string(hide_password=False))
     try:
         acknowledged, errors, threads = load(port, 480, clients=16)
-        for t in threads:
-            t.join(timeout=120)
+        finish(threads)
         results, lock, start = [], threading.Lock(), threading.Barrier(16)
         body, content_type = form(digit_png(1999), 9)
 
@@ -50,8 +49,7 @@ def test_a_server_under_load_stores_every_item_in_postgres(store: FeedbackStore,
         racers = [threading.Thread(target=post_the_same) for _ in range(16)]
         for t in racers:
             t.start()
-        for t in racers:
-            t.join(timeout=60)
+        finish(racers, timeout=60)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,18 @@ def test_the_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
     assert imported(module) == {"lightning", "digitrec.training.module"}
     assert "lightning" in forbidden_for(PACKAGE / "inference" / "predictor.py")
     assert "lightning" not in forbidden_for(PACKAGE / "training" / "module.py")
+
+
+def test_predicting_exporting_serving_and_feedback_start_without_the_training_frameworks() -> None:
+    """What a fresh interpreter holds after importing every inference entry point: no framework, however reached."""
+    entry_points = (
+        "digitrec.inference.predictor",
+        "digitrec.inference.cli",
+        "digitrec.inference.export",
+        "digitrec.serve.app",
+        "digitrec.serve.__main__",
+        "digitrec.feedback.cli",
+    )
+    code = f"import sys, {', '.join(entry_points)}; print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

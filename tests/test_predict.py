@@ -81,17 +81,6 @@ def test_import_digitrec_is_light_and_exports_the_predictor() -> None:
     assert out.strip() == "digitrec.inference.predictor"
 
 
-def test_inference_paths_import_neither_lightning_nor_hydra() -> None:
-    """Prediction and export start fast: no training framework is imported on their way in."""
-    code = (
-        "import sys, digitrec.inference.predictor, digitrec.inference.export; "
-        "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'torchmetrics') "
-        "if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
 def test_every_input_kind_gets_a_well_formed_answer(predictor: DigitPredictor, test_split, tmp_path: Path) -> None:
     images, labels = test_split
     digit = images[0]

@@ -40,14 +40,7 @@ def test_optuna_sweep_records_best_parameters(tmp_path: Path, mnist_dir: Path) -
     import yaml
 
     run_train(
-        "-m",
-        "hparams_search=optuna",
-        "model=mlp",
-        "hydra.sweeper.n_trials=2",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=10",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=1",
+        *"-m hparams_search=optuna model=mlp hydra.sweeper.n_trials=2 trainer.max_epochs=1 trainer.limit_train_batches=10 trainer.limit_val_batches=2 trainer.limit_test_batches=1".split(),
         f"hydra.sweep.dir={tmp_path}",
         timeout=300,
     )

@@ -58,13 +58,7 @@ def test_hparams_tab_has_final_metrics(short_run: Path) -> None:
 @pytest.mark.slow
 def test_multirun_over_the_three_models(tmp_path: Path, mnist_dir: Path) -> None:
     proc = run_train(
-        "-m",
-        "model=mlp,cnn,deep_cnn",
-        "debug=limit",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1",
+        *"-m model=mlp,cnn,deep_cnn debug=limit trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=1 trainer.limit_test_batches=1".split(),
         f"hydra.sweep.dir={tmp_path}",
     )
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
@@ -179,12 +173,7 @@ def test_cnn_one_short_epoch_on_real_mnist_beats_97_percent(tmp_path: Path, mnis
 
 def test_nan_loss_stops_at_once_with_a_clear_message(tmp_path: Path, mnist_dir: Path) -> None:
     proc = run_train(
-        "model=mlp",
-        "optimizer=sgd",
-        "optimizer.lr=1e12",
-        "scheduler=cosine",
-        "trainer.gradient_clip_val=null",
-        "trainer.max_epochs=1",
+        *"model=mlp optimizer=sgd optimizer.lr=1e12 scheduler=cosine trainer.gradient_clip_val=null trainer.max_epochs=1".split(),
         f"hydra.run.dir={tmp_path}",
         check=False,
         timeout=120,
@@ -198,16 +187,7 @@ def test_nan_loss_stops_at_once_with_a_clear_message(tmp_path: Path, mnist_dir: 
 @pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep(tmp_path: Path, mnist_dir: Path) -> None:
     run_train(
-        "-m",
-        "model=mlp",
-        "optimizer.lr=1e12,0.05",
-        "optimizer=sgd",
-        "scheduler=cosine",
-        "trainer.gradient_clip_val=null",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=20",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2",
+        *"-m model=mlp optimizer.lr=1e12,0.05 optimizer=sgd scheduler=cosine trainer.gradient_clip_val=null trainer.max_epochs=1 trainer.limit_train_batches=20 trainer.limit_val_batches=2 trainer.limit_test_batches=2".split(),
         f"hydra.sweep.dir={tmp_path}",
     )
     failed, ok = summary(tmp_path / "0_mlp"), summary(tmp_path / "1_mlp")

@@ -112,13 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200, help="single-image calls per model (default 200)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--startup",
-        type=int,
-        metavar="RUNS",
-        default=None,
-        help="time whole processes instead: import torch vs digitrec-predict on one image, RUNS each",
-    )
+    startup = "time RUNS whole processes instead: import torch vs digitrec-predict on one image"
+    parser.add_argument("--startup", type=int, metavar="RUNS", help=startup)
     args = parser.parse_args(argv)
     if (
         args.repeats < 1

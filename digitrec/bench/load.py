@@ -181,13 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: an untrained cnn (same speed)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level (default 2000)")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (default 1, as served)")
-    parser.add_argument(
-        "--startup",
-        type=int,
-        metavar="RUNS",
-        default=None,
-        help="time RUNS starts of the server (bundled model) to its first answer instead",
-    )
+    startup = "time RUNS starts of the server (bundled model) to its first answer instead"
+    parser.add_argument("--startup", type=int, metavar="RUNS", help=startup)
     args = parser.parse_args(argv)
     if args.startup is not None:
         _print_startup(check_range("--startup", args.startup, 1, integer=True))

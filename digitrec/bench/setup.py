@@ -31,35 +31,21 @@ class Plan:
     warmup_steps: int
     measured_steps: int
     segment: int  # steps per timed segment; rates are medians over segments
-    val_batches: int  # validation batches per fit, the first one a warm-up
-    eval_repeats: int
-    matmul_repeats: int
-    augment_batches: int
-    per_sample_batches: int
+    val_batches: int = 0  # validation batches per fit, the first one a warm-up
+    eval_repeats: int = 0  # 0: that measurement is not made
+    matmul_repeats: int = 0
+    augment_batches: int = 0
+    per_sample_batches: int = 0
     rounds: int = 1  # Trainer.fit and the plain loop alternate this many times; medians are reported
 
 
-FULL = Plan(
-    warmup_steps=5,
-    measured_steps=50,
-    segment=5,
-    val_batches=4,
-    eval_repeats=7,
-    matmul_repeats=10,
-    augment_batches=30,
-    per_sample_batches=8,
-    rounds=3,
-)
-QUICK = Plan(
-    warmup_steps=2,
-    measured_steps=6,
-    segment=2,
-    val_batches=2,
-    eval_repeats=3,
-    matmul_repeats=3,
-    augment_batches=8,
-    per_sample_batches=2,
-)
+# A table: one plan per pair of lines reads better than one argument per line.
+# fmt: off
+FULL = Plan(warmup_steps=5, measured_steps=50, segment=5, val_batches=4, eval_repeats=7,
+            matmul_repeats=10, augment_batches=30, per_sample_batches=8, rounds=3)
+QUICK = Plan(warmup_steps=2, measured_steps=6, segment=2, val_batches=2, eval_repeats=3,
+             matmul_repeats=3, augment_batches=8, per_sample_batches=2)
+# fmt: on
 
 
 # ---- data ------------------------------------------------------------------------------------

@@ -144,16 +144,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {  # label: (config override
     "torch.compile (fp32, channels_last)": ((), True),
 }
 # Few steps: the slow variants (bf16 on a CPU without bf16 units) cost seconds per step.
-VARIANT_PLAN = Plan(
-    warmup_steps=3,
-    measured_steps=10,
-    segment=2,
-    val_batches=0,
-    eval_repeats=0,
-    matmul_repeats=0,
-    augment_batches=0,
-    per_sample_batches=0,
-)
+VARIANT_PLAN = Plan(warmup_steps=3, measured_steps=10, segment=2)
 
 
 def bench_variants(
