@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from digitrec.errors import CheckpointError
 from digitrec.inference.checkpoints import find_newest_checkpoint, resolve_checkpoint
 from digitrec.inference.pretrained import bundled_weights, describe_bundled
 
@@ -36,8 +37,9 @@ def choose_model(given: Sequence[Path] | None, search_dir: Path = Path("outputs"
     if given:
         paths = [resolve_checkpoint(p) for p in given]
         return paths, "model: " + ", ".join(str(p) for p in paths)
-    if any(search_dir.rglob("*-best.ckpt")) if search_dir.is_dir() else False:
+    try:
         newest = find_newest_checkpoint(search_dir)
-        return [newest], f"model: {newest} (the newest under {search_dir}/; --checkpoint chooses another)"
-    weights = bundled_weights()
-    return [weights], f"model: {describe_bundled(weights)}"
+    except CheckpointError:  # none trained here: the bundled model
+        weights = bundled_weights()
+        return [weights], f"model: {describe_bundled(weights)}"
+    return [newest], f"model: {newest} (the newest under {search_dir}/; --checkpoint chooses another)"
