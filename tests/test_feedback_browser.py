@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from test_feedback_api import start_server
-from test_serve_browser import ONE, ZERO, draw
+from test_serve_browser import ONE, ZERO, answered, draw
 
 from digitrec.bench.latency import untrained_checkpoint
 from digitrec.feedback.store import items
@@ -37,14 +37,6 @@ def open_page(browser, checkpoint: Path, db: Path | None) -> Iterator:
         proc.wait(timeout=10)
 
 
-def settled(page) -> None:
-    """Wait until the drawing is answered and no later answer is on its way: headless Chromium may
-    encode the canvas (toBlob, in idle time) a second after the ink stops."""
-    page.wait_for_function("() => document.getElementById('prediction').textContent !== '?'")
-    page.wait_for_timeout(1500)
-    page.wait_for_function("() => !document.querySelector('.result').classList.contains('loading')")
-
-
 def saved(page) -> None:
     page.wait_for_function(
         "() => document.querySelector('[data-testid=feedback-status]').textContent.startsWith('Saved')"
@@ -56,7 +48,7 @@ def test_right_and_wrong_buttons_save_the_drawing_with_its_digit(browser, checkp
     with open_page(browser, checkpoint, db) as page:
         assert page.get_by_test_id("feedback").is_hidden()  # nothing to say anything about yet
         draw(page, ONE)
-        settled(page)
+        answered(page)
         page.get_by_test_id("feedback").wait_for(state="visible")
         shown = int(page.get_by_test_id("prediction").text_content())
         digits = page.get_by_test_id("correct").locator("[data-digit]")
@@ -71,7 +63,7 @@ def test_right_and_wrong_buttons_save_the_drawing_with_its_digit(browser, checkp
         page.get_by_test_id("clear").click()
         assert page.get_by_test_id("feedback").is_hidden()
         draw(page, ZERO)
-        settled(page)
+        answered(page, 2)
         assert status.text_content() == "" and page.get_by_test_id("confirm").is_enabled()
         zero = int(page.get_by_test_id("prediction").text_content())
         page.get_by_test_id("confirm").click()
@@ -88,6 +80,6 @@ def test_no_buttons_when_feedback_is_off(browser, checkpoint: Path) -> None:
     with open_page(browser, checkpoint, None) as page:
         page.wait_for_function("() => performance.getEntriesByType('resource').some(e => e.name.endsWith('/health'))")
         draw(page, ONE)
-        settled(page)
+        answered(page)
         assert page.get_by_test_id("prediction").text_content() != "?"
         assert page.get_by_test_id("feedback").is_hidden() and page.get_by_test_id("confirm").is_hidden()

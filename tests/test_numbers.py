@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from test_serve_browser import answered
 from torch import nn
 
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD
@@ -658,10 +659,8 @@ def test_page_number_mode_reads_the_number_and_boxes_each_digit(browser_page) ->
     canvas = page.get_by_test_id("canvas").bounding_box()
     assert canvas["width"] > 2.5 * canvas["height"] and page.get_by_test_id("prediction").is_hidden()
     assert page.get_by_test_id("number").text_content() == "?"
-    with page.expect_response(lambda r: r.url.endswith("/read")):
-        _write(page, [2, 0, 4, 7])
-    page.wait_for_function("() => document.querySelector('[data-testid=number]').textContent !== '?'")
-    page.wait_for_function("() => !document.querySelector('.result').classList.contains('loading')")
+    _write(page, [2, 0, 4, 7])
+    answered(page, endpoint="/read")
     assert page.get_by_test_id("number").text_content() == "2047"
     boxes = page.get_by_test_id("digit-box")
     assert [boxes.nth(k).get_attribute("data-digit") for k in range(boxes.count())] == ["2", "0", "4", "7"]

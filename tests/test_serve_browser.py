@@ -48,22 +48,15 @@ def draw(page, *strokes: list[tuple[float, float]]) -> None:
         page.mouse.up()
 
 
-def answered(page, count: int) -> None:
-    """Wait until at least `count` predictions were sent, none more for longer than the page's debounce, and
-    the newest answer is shown. On a busy machine a stroke can pause mid-way and send its first part too:
-    the answer that counts is the one for the whole drawing."""
+def answered(page, count: int = 1, endpoint: str = "/predict") -> None:
+    """Wait until at least `count` answers from `endpoint` came back and the page shows the one for its ink
+    as it is now: the page is busy (aria-busy) from the first change of the ink until that answer arrives,
+    so an answer to half a stroke (sent when a busy machine pauses mid-stroke) does not count."""
     page.wait_for_function(
-        "n => window.performance.getEntriesByType('resource').filter(e => e.name.endsWith('/predict')).length >= n",
-        arg=count,
-    )
-    page.wait_for_function(
-        """() => {
-            const sent = performance.getEntriesByType('resource').filter(e => e.name.endsWith('/predict')).length;
-            if (window.sentBefore !== sent) { window.sentBefore = sent; window.sentSince = performance.now(); }
-            return performance.now() - window.sentSince > 400
-                && !document.querySelector('.result').classList.contains('loading');
-        }""",
-        polling=100,
+        """([n, endpoint]) => !document.querySelector('.result').hasAttribute('aria-busy')
+            && performance.getEntriesByType('resource').filter(e => e.name.endsWith(endpoint)).length >= n""",
+        arg=[count, endpoint],
+        polling=50,
     )
 
 

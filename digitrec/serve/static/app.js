@@ -45,6 +45,8 @@ let background = null;   // an uploaded image, drawn under the strokes
 let timer = 0;
 let latest = 0;          // number of the newest request: older answers are dropped
 let inflight = null;     // AbortController of the request under way
+let changes = 0;         // number of the newest change of the ink
+let scheduled = 0;       // the change whose request is not sent yet (0: none)
 let feedbackOn = false;  // the server stores feedback
 let asked = null;        // the image the shown answer is about: { blob, name, strokes, digit, isDigit }
 let mode = "digit";
@@ -141,6 +143,7 @@ function useFile(file) {
     .then((bitmap) => { background = bitmap; redraw(); })
     .catch(() => redraw());  // the browser cannot show it; the server still says what it makes of it
   clearTimeout(timer);
+  scheduled = 0;
   send(file, file.name);
 }
 
@@ -168,15 +171,24 @@ function isEmpty() {
 
 function schedulePrediction() {
   clearTimeout(timer);
+  scheduled = 0;
   if (isEmpty()) {
     latest += 1;  // an answer still on its way is for ink that is gone
     if (inflight) inflight.abort();
     showNothing();
     return;
   }
+  // Busy from the first change: the answer shown is for older ink until the new one arrives.
+  const change = ++changes;
+  scheduled = change;
+  result.setAttribute("aria-busy", "true");
   timer = setTimeout(() => {
     const drawn = JSON.stringify(strokes.map((stroke) => stroke.map(([x, y]) => [Math.round(x), Math.round(y)])));
-    canvas.toBlob((blob) => send(blob, "drawing.png", drawn), "image/png");
+    canvas.toBlob((blob) => {
+      if (scheduled !== change) return;  // the ink changed again meanwhile
+      scheduled = 0;
+      send(blob, "drawing.png", drawn);
+    }, "image/png");
   }, DEBOUNCE_MS);
 }
 
@@ -205,7 +217,7 @@ async function send(blob, name, drawn = null) {
   } finally {
     if (id === latest) {
       result.classList.remove("loading");
-      result.removeAttribute("aria-busy");
+      if (!scheduled) result.removeAttribute("aria-busy");
     }
   }
 }
@@ -294,6 +306,7 @@ function showNothing() {
   askFeedback(null);
   errorBox.hidden = true;
   result.classList.remove("not-digit", "loading");
+  result.removeAttribute("aria-busy");
   prediction.textContent = "?";
   numberOut.textContent = "?";
   confidence.textContent = MODES[mode].start;
