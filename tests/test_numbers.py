@@ -24,7 +24,8 @@ from test_serve_browser import answered
 from torch import nn
 
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD
-from digitrec.inference.components import label
+from digitrec.inference import numbers
+from digitrec.inference.components import _strokes_crossed, label
 from digitrec.inference.numbers import read_numbers
 from digitrec.inference.preprocess import Preprocessed, mnist_style
 
@@ -182,6 +183,33 @@ def test_slightly_overlapping_digits_are_cut_apart() -> None:
     image = draw(row([7, 1, 9, 6], gap=-9), (280, 100))  # each digit's box reaches into the next one's
     answer = read(image)
     assert answer["text"] == "7196"
+
+
+def test_a_wide_zero_is_not_cut_into_parts_that_each_look_like_a_digit(monkeypatch) -> None:
+    # A scorer fooled by parts, as real networks are: a narrow crop is a sure 1, anything wider a fair 0.
+    def fooled(crops: list[Preprocessed]) -> np.ndarray:
+        probabilities = np.zeros((len(crops), 10))
+        for k, crop in enumerate(crops):
+            columns = np.flatnonzero(crop.pixels.max(0) > 0.3)
+            narrow = columns[-1] - columns[0] < 12
+            probabilities[k, 1 if narrow else 0] = 0.99 if narrow else 0.7
+        return probabilities
+
+    wide = {0: [[(0.5 + 0.65 * math.sin(t), 0.5 - 0.48 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)]]}
+    image = draw([(0, 30, 20, 60)], (140, 100), strokes=wide).astype(np.float32) / 255
+    assert read_numbers([image], fooled, 0.5)[0]["text"] == "0"  # each cut goes through two strokes
+    monkeypatch.setattr(numbers, "CROSS_PENALTY", 0.0)
+    assert set(read_numbers([image], fooled, 0.5)[0]["text"]) == {"1"}  # what the penalty prevents
+
+
+def test_a_cut_counts_the_strokes_it_goes_through() -> None:
+    ring = np.zeros((9, 9), bool)
+    ring[[1, 7], 2:7] = ring[1:8, [2, 6]] = True
+    middle = np.full(9, 4)
+    assert _strokes_crossed(ring, middle) == 2
+    assert _strokes_crossed(ring, np.full(9, 2)) == 1  # down a side: one long run
+    assert _strokes_crossed(ring, np.full(9, 8)) == 0
+    assert _strokes_crossed(ring, np.array([4, 4, 3, 2, 2, 2, 3, 4, 4])) == 3  # the top, a side, the bottom
 
 
 def test_a_broken_stroke_is_still_one_digit() -> None:

@@ -1,8 +1,9 @@
 """Reading whole numbers: `python -m digitrec.bench.numbers [--checkpoint CKPT] [--count 500] [--seed 0]`.
 
-Builds a seeded set of numbers of 2 to 8 digits from MNIST test digits, placed in a row with gaps of
-four classes (sizes in pixels at a 28-pixel digit height: the MNIST frame): separated (4 to 10 px
-between the digits' ink), near (1 to 3 px), touching (0 px) and overlapping (1 to 2 px of overlap);
+Builds a seeded set of numbers of 2 to 8 digits from MNIST test digits (`--split train`: training
+digits, to tune the reader on), placed in a row with gaps of four classes (sizes in pixels at a
+28-pixel digit height: the MNIST frame): separated (4 to 10 px between the digits' ink), near (1 to
+3 px), touching (0 px) and overlapping (1 to 2 px of overlap);
 each number at its own size (digits 32 to 96 px high), each digit scaled ±15 % and moved up or down by
 up to 8 % of the digit height, dark ink on light, slightly noisy paper. Each is read with
 `DigitPredictor.read`; the tables give, by gap class and by length, the exact readings, the digits read
@@ -223,12 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=50, help="readings of the 1000×300 image timed (default 50)")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $DIGITREC_DATA_DIR or data/")
+    parser.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="the MNIST digits the numbers are made of (default test; train to tune the reader without the test set)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError("--count, --repeats and --threads must be positive.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    split = load_split(raw_dir(args.data_dir or default_data_dir()), train=False)
+    split = load_split(raw_dir(args.data_dir or default_data_dir()), train=args.split == "train")
     digits, labels = split.images[:, 0].numpy(), split.labels.numpy()
     checkpoint = resolve_checkpoint(args.checkpoint)
     predictor = DigitPredictor(checkpoint, device="cpu")
@@ -237,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
-        f"{predictor.temperature_source}); {args.count} numbers from MNIST test digits, seed {args.seed}\n"
+        f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}\n"
     )
     print(table(rows, "gap", list(GAPS)) + "\n")
     print(table(rows, "length", list(LENGTHS)) + "\n")

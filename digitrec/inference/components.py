@@ -139,6 +139,7 @@ class Piece:
     columns: tuple[int, np.ndarray, np.ndarray]  # first row, and per row from it: first column, column after last
     box: Box
     unit: int
+    crossed: int = 0  # strokes the cut on its left goes through (0: the unit's first piece)
 
 
 def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
@@ -217,6 +218,7 @@ def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
     pieces = []
     for left, right in itertools.pairwise(edges):
         columns = (y0, x0 + left, x0 + right)
+        crossed = _strokes_crossed(mask, left) if left.any() else 0
         part = comps.paint(members, box, columns)
         rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
         if rows.size:
@@ -226,9 +228,16 @@ def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
                     columns,
                     (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1),
                     unit,
+                    crossed,
                 )
             )
     return pieces
+
+
+def _strokes_crossed(mask: np.ndarray, path: np.ndarray) -> int:
+    """How many separate runs of ink a cut path goes through, top to bottom."""
+    on = mask[np.arange(len(path)), np.minimum(path, mask.shape[1] - 1)]
+    return int(on[0]) + int((on[1:] & ~on[:-1]).sum())
 
 
 def _cut_paths(mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:

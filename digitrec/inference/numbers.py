@@ -20,6 +20,8 @@
 5. The reading is the partition of the pieces into candidates with the highest joint probability times
    the candidates' shape priors (dynamic programming): a half digit, or two digits in one crop, gets
    little of the calibrated probability or is unusually wide or low, so cuts that leave whole digits win.
+   A cut through more than one stroke costs `CROSS_PENALTY` per extra stroke: touching digits meet in
+   one stroke, and networks read either half of a 0 as a confident digit.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ WIDE = 1.2  # width / height: candidates wider than this are unlikely digits ...
 WIDE_PENALTY = 4.0  # ... their log-probability loses this much per unit of width / height beyond it
 LOW = 0.8  # of its unit's height: a part of a cut unit lower than this is unlikely a digit ...
 LOW_PENALTY = 3.0  # ... its log-probability loses this much per unit of relative height below it
+CROSS_PENALTY = 0.6  # a cut through more than one stroke (a 0 cut in halves) loses this much per extra stroke
 
 Scorer = Callable[[Sequence[Preprocessed]], np.ndarray]  # (N, 10) calibrated probabilities per crop
 
@@ -208,7 +211,7 @@ def _spans(pieces: list[Piece], line: float) -> list[tuple[int, int]]:
 
 def _priors(pieces: list[Piece], spans: list[tuple[int, int]], boxes: list[Box]) -> np.ndarray:
     """Log prior of each candidate digit's shape: a penalty for being wider than digits are, and, for a part
-    of a cut unit, for being lower than the unit."""
+    of a cut unit, for being lower than the unit and for a cut on its left through several strokes."""
     unit_heights = {p.unit: _height(union([q.box for q in pieces if q.unit == p.unit])) for p in pieces}
     priors = []
     for (i, j), (x0, y0, x1, y1) in zip(spans, boxes):
@@ -216,6 +219,7 @@ def _priors(pieces: list[Piece], spans: list[tuple[int, int]], boxes: list[Box])
         unit = pieces[i].unit
         if any(p.unit == unit for p in pieces[:i] + pieces[j:]):  # a part of a cut unit
             prior -= LOW_PENALTY * max(0.0, LOW - (y1 - y0) / unit_heights[unit])
+        prior -= CROSS_PENALTY * max(0, pieces[i].crossed - 1)
         priors.append(prior)
     return np.array(priors)
 
