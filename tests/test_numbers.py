@@ -14,6 +14,8 @@ import math
 import re
 import warnings
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -627,29 +629,38 @@ def test_bench_command_prints_its_tables(tmp_path: Path, capsys) -> None:
 # --- the page's number mode, in a real browser (skipped without Chromium and Playwright, as the page's tests) --
 
 
-@pytest.fixture(scope="module")
-def page_url(predictor):
-    """The app with the stub network, served by uvicorn in a thread of this process."""
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The app served by uvicorn in a thread of this process, on a free port."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    from digitrec.serve.app import create_app
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page_url(predictor):
+    """The app with the stub network, without feedback."""
+    from digitrec.serve.app import create_app
+
+    with serving(create_app(predictor)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -695,6 +706,9 @@ def test_page_number_mode_reads_the_number_and_boxes_each_digit(browser_page) ->
     lefts = [boxes.nth(k).bounding_box()["x"] for k in range(4)]
     assert lefts == sorted(lefts) and canvas["x"] <= lefts[0] and lefts[-1] < canvas["x"] + canvas["width"]
     assert "7 ·" in boxes.nth(3).text_content()
+    page.wait_for_function("() => performance.getEntriesByType('resource').some(e => e.name.endsWith('/health'))")
+    assert [boxes.nth(k).evaluate("box => box.tagName") for k in range(4)] == ["DIV"] * 4  # feedback off: no buttons
+    assert page.get_by_test_id("feedback").is_hidden() and page.get_by_test_id("confirm").is_hidden()
     page.get_by_test_id("clear").click()
     assert page.get_by_test_id("number").text_content() == "?" and boxes.count() == 0
     page.get_by_test_id("mode-digit").click()
@@ -709,3 +723,127 @@ def test_page_number_mode_reads_the_number_and_boxes_each_digit(browser_page) ->
         page.mouse.up()
     page.wait_for_function("() => document.querySelector('[data-testid=prediction]').textContent === '1'")
     assert "% confident" in page.get_by_test_id("confidence").text_content()
+
+
+# --- feedback on each digit of the number (the server stores it) -----------------------------------------
+
+
+@pytest.fixture
+def feedback_page(predictor, browser, tmp_path: Path):
+    """The page in number mode, on a touch screen too, the app storing feedback in `page.db` (SQLite);
+    `page.reads` holds the answers of POST /read."""
+    from digitrec.feedback.store import FeedbackStore
+    from digitrec.serve.app import create_app
+
+    with serving(create_app(predictor, feedback=FeedbackStore(tmp_path / "feedback.db"))) as url:
+        context = browser.new_context(viewport={"width": 1100, "height": 800}, has_touch=True)
+        page = context.new_page()
+        page.db, page.reads = tmp_path / "feedback.db", []
+        page.on("response", lambda r: page.reads.append(r) if r.url.endswith("/read") else None)
+        page.goto(url)
+        page.wait_for_function("() => performance.getEntriesByType('resource').some(e => e.name.endsWith('/health'))")
+        page.get_by_test_id("mode-number").click()
+        yield page
+        context.close()
+
+
+def _status(page, text: str) -> None:
+    page.wait_for_function(
+        "text => document.querySelector('[data-testid=feedback-status]').textContent === text", arg=text
+    )
+
+
+def _canvas(page) -> np.ndarray:
+    """The canvas's pixels (RGBA), as the page sends them."""
+    url = page.evaluate("() => document.getElementById('canvas').toDataURL('image/png')")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+
+def _stored(db: Path) -> list:
+    import sqlalchemy as sa
+
+    from digitrec.feedback.store import items
+
+    with sa.create_engine(f"sqlite:///{db}").connect() as conn:
+        return conn.execute(sa.select(items).order_by(items.c.id)).all()
+
+
+def test_page_number_mode_saves_feedback_on_a_digit_with_its_crop(feedback_page) -> None:
+    page = feedback_page
+    _write(page, [2, 0, 4, 7])
+    answered(page, endpoint="/read")
+    assert page.get_by_test_id("number").text_content() == "2047"
+    reading, canvas, sent = page.reads[-1].json(), _canvas(page), len(page.reads)
+    boxes, status = page.get_by_test_id("digit-box"), page.get_by_test_id("feedback-status")
+    confirm, digits = page.get_by_test_id("confirm"), page.get_by_test_id("correct").locator("[data-digit]")
+    assert "Select its box" in page.get_by_test_id("feedback").text_content() and confirm.is_hidden()
+    name = re.compile(r"^2nd digit: 0, [\d.]+ percent confident; select to say whether it is right$")
+    assert page.get_by_role("button", name=name).is_visible()
+
+    boxes.nth(1).click()  # with the mouse
+    assert boxes.nth(1).get_attribute("aria-pressed") == "true"
+    assert page.get_by_text("The 2nd digit, read as 0: is it right?").is_visible()
+    assert confirm.is_enabled() and digits.nth(0).is_disabled() and digits.nth(6).is_enabled()
+    digits.nth(6).click()
+    _status(page, "Saved the 2nd digit as 6: thank you.")
+    assert boxes.nth(1).text_content() == "0 → 6 ✓" and "saved as 6" in boxes.nth(1).get_attribute("aria-label")
+    assert confirm.is_disabled() and all(digits.nth(d).is_disabled() for d in range(10))  # once per digit
+
+    box = boxes.nth(3).bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # with a finger
+    assert page.get_by_text("The 4th digit, read as 7: is it right?").is_visible() and status.text_content() == ""
+    assert boxes.nth(1).get_attribute("aria-pressed") == "false"
+    confirm.click()
+    _status(page, "Saved the 4th digit as 7: thank you.")
+    assert boxes.nth(3).text_content() == "7 ✓"
+
+    boxes.nth(0).focus()  # with the keyboard
+    page.keyboard.press("Enter")
+    assert boxes.nth(0).get_attribute("aria-pressed") == "true" and confirm.is_enabled() and status.text_content() == ""
+    page.keyboard.press("Tab")
+    page.keyboard.press("Space")  # the next box: the saved one, as it was left
+    assert status.text_content() == "Saved the 2nd digit as 6: thank you." and confirm.is_disabled()
+    assert digits.nth(6).evaluate("button => button.classList.contains('chosen')")
+    assert len(page.reads) == sent and page.get_by_test_id("number").text_content() == "2047"  # nothing drawn
+
+    rows = _stored(page.db)
+    # the server reads each crop as the digit of the number, as the page showed it
+    assert [(r.label, r.shown, r.predicted) for r in rows] == [(6, 0, 0), (7, 7, 7)]
+    for row, digit in zip(rows, [reading["digits"][1], reading["digits"][3]]):
+        x0, y0, x1, y1 = digit["box"]
+        margin = max(2, round(0.1 * max(x1 - x0, y1 - y0)))
+        crop = np.array(Image.open(io.BytesIO(row.image)).convert("RGBA"))
+        assert crop.shape == (y1 - y0 + 2 * margin, x1 - x0 + 2 * margin, 4)  # the box, not the canvas
+        assert np.array_equal(crop[margin:-margin, margin:-margin], canvas[y0:y1, x0:x1])
+        crop[margin:-margin, margin:-margin] = 255
+        assert (crop == 255).all()  # on a margin of white paper: no neighbour reaches in
+        assert row.strokes is None
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(digit["seen"].split(",", 1)[1]))), float)
+        stored = np.frombuffer(row.pixels, np.uint8).reshape(28, 28).astype(float)
+        assert np.corrcoef(seen.ravel(), stored.ravel())[0, 1] > 0.95  # the network sees what it saw in the number
+
+
+def test_page_number_mode_a_stroke_from_a_box_draws_and_a_new_reading_asks_afresh(feedback_page) -> None:
+    page = feedback_page
+    _write(page, [4, 1])
+    answered(page, endpoint="/read")
+    one = page.reads[-1].json()["digits"][1]["box"]
+    boxes, confirm = page.get_by_test_id("digit-box"), page.get_by_test_id("confirm")
+    assert boxes.count() == 2
+    boxes.nth(0).click()
+    confirm.click()
+    _status(page, "Saved the 1st digit as 4: thank you.")
+    box = boxes.nth(1).bounding_box()  # the 1's: a stroke from its middle to the right, over the paper
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 120, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    pressed = [boxes.nth(k).get_attribute("aria-pressed") for k in range(2)]
+    assert pressed == ["true", "false"]  # the stroke did not select the box it started on
+    answered(page, 2, endpoint="/read")
+    marked = "() => document.querySelectorAll('.digit-box[aria-pressed=true], .digit-box.saved').length"
+    assert page.evaluate(marked) == 0  # no box selected, none saved
+    assert confirm.is_hidden() and page.get_by_test_id("feedback-status").text_content() == ""
+    assert "Select its box" in page.get_by_test_id("feedback").text_content()
+    assert (_canvas(page)[:, one[2] + 20 :, 0] < 128).any()  # the stroke is on the canvas, right of the 1
+    assert len(_stored(page.db)) == 1
