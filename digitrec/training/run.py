@@ -80,7 +80,8 @@ def report_run(
     }
     if cfg.get("init_from"):
         summary["init_from"] = cfg.init_from
-        summary["before"] = _test_scores(before or {})
+    if before:
+        summary["before"] = _test_scores(before)
     if trainer.is_global_zero:
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
