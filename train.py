@@ -23,11 +23,16 @@ log = logging.getLogger("train")
 @keep_sweep_going
 def main(cfg: DictConfig) -> float:
     check_config(cfg)
+    from digitrec.training.finetune import follow_network, load_initial_network, load_weights
+
+    initial = load_initial_network(cfg.init_from, cfg.ckpt_path) if cfg.init_from else None
+    if initial is not None:
+        follow_network(cfg, initial)  # the network of the weights, whatever the model group says
     # Lightning takes seconds to import: only now, so that --help and a bad option answer at once
     import lightning as L
 
     from digitrec.training.module import DigitClassifier
-    from digitrec.training.run import explain_interrupts, report_run, resolve_resume_path
+    from digitrec.training.run import explain_interrupts, merge_results, report_run, resolve_resume_path
     from digitrec.training.trainer import build_trainer, lightning_config_errors
 
     L.seed_everything(cfg.seed, workers=True)
@@ -36,6 +41,13 @@ def main(cfg: DictConfig) -> float:
     trainer = build_trainer(cfg)
     resume_from = resolve_resume_path(cfg.ckpt_path, module.model_name)
     log.info("Model %s: %s parameters", module.model_name, f"{module.num_parameters:,}")
+    before = {}
+    if initial is not None:
+        load_weights(module.net, initial)
+        log.info("Starting from the weights of %s, with a new optimizer and schedule.", cfg.init_from)
+        if cfg.test:  # the scores to beat: the initial weights on the test sets
+            with lightning_config_errors():
+                before = merge_results(trainer.test(module, datamodule=datamodule))
 
     start = time.perf_counter()
     with explain_interrupts(trainer), lightning_config_errors():
@@ -48,8 +60,8 @@ def main(cfg: DictConfig) -> float:
     if cfg.test:  # the weights a user gets from the best checkpoint (EMA weights when averaging is on)
         tested = DigitClassifier.load_from_checkpoint(best, weights_only=True) if best else module
         with lightning_config_errors():
-            test = trainer.test(tested, datamodule=datamodule)[0]
-    summary = report_run(cfg, trainer, module, fit_seconds, test, last_val_acc)
+            test = merge_results(trainer.test(tested, datamodule=datamodule))
+    summary = report_run(cfg, trainer, module, fit_seconds, test, last_val_acc, before)
     return summary["best_val_acc"] if summary["best_val_acc"] is not None else float("nan")
 
 

@@ -45,6 +45,7 @@ class EvalOptions:
     tta: bool = False
     robustness: bool = False
     robustness_images: int = 1_000
+    extra: list[str] | None = None  # `data.extra`: users' digits, scored on the held-out test part (checked on reading)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "robustness_images", "num_demo"):
@@ -52,7 +53,11 @@ class EvalOptions:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalOptions:
-        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
+        given = {f.name: cfg[f.name] for f in fields(cls) if f.name in cfg and f.name != "extra"}
+        extra = (cfg.get("data") or {}).get("extra")
+        if extra is not None:
+            given["extra"] = [extra] if isinstance(extra, str) else [str(source) for source in extra]
+        return cls(**given)
 
 
 @dataclass
@@ -82,8 +87,10 @@ def evaluate_checkpoint(
     check_output_dir(out, paths[0] if len(paths) == 1 else paths)
     _check_same_split(members)
     dev = resolve_device(options.device)
-    datamodule = _data_module(options.data_dir, members[0].trained.data_hparams)
+    datamodule = _data_module(options.data_dir, members[0].trained.data_hparams, options.extra)
     scorer, report, test_logits = _score(members, datamodule, options, dev, out)
+    if datamodule.extra_test_set is not None:
+        report.update(_extra_scores(scorer, datamodule, options, dev))
     robust = _robustness(scorer, members, datamodule, options, dev) if options.robustness else None
     if robust is not None:
         report["robustness"] = {
@@ -149,6 +156,7 @@ def _score(
             "validation_size": len(val.labels),
             "val_fraction": datamodule.hparams.val_fraction,
             "split_seed": datamodule.hparams.split_seed,
+            **({"extra": options.extra, "extra_holdout": datamodule.hparams.extra_holdout} if options.extra else {}),
         },
     }
     if not alone:
@@ -189,14 +197,26 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
-def _data_module(data_dir: str | None, hparams: dict[str, Any]) -> MNISTDataModule:
-    """The checkpoint's own validation split (same fraction and seed) and the official test set."""
+def _extra_scores(
+    scorer: torch.nn.Module, datamodule: MNISTDataModule, options: EvalOptions, dev: torch.device
+) -> dict[str, Any]:
+    """Accuracy on the held-out test part of users' digits (`data.extra`), and how many digits that is."""
+    held_out = datamodule.extra_test_set
+    logits = predict_logits(scorer, held_out.images, options.batch_size, dev)
+    return {"test_acc_extra": _accuracy(logits, held_out.labels), "test_size_extra": len(held_out.labels)}
+
+
+def _data_module(data_dir: str | None, hparams: dict[str, Any], extra: list[str] | None = None) -> MNISTDataModule:
+    """The checkpoint's own validation split (same fraction and seed) and the official test set; with
+    `extra`, users' digits split as the checkpoint's run split them (its split seed and holdout)."""
     trained_on = hparams.get("data_dir")
     datamodule = MNISTDataModule(
         data_dir=data_dir or (trained_on if trained_on and Path(trained_on).is_dir() else None),
         val_fraction=hparams.get("val_fraction", 0.1),
         split_seed=hparams.get("split_seed", 42),
         augment=False,
+        extra=extra,
+        extra_holdout=hparams.get("extra_holdout", 0.2),
     )
     datamodule.prepare_data()
     datamodule.setup()
@@ -250,6 +270,8 @@ def _log_summary(report: dict[str, Any], out: Path, robust: dict[str, Any] | Non
         ("NLL", f"test {test['before']['nll']:.4f} -> {test['after']['nll']:.4f}"),
         ("reports", str(out)),
     ]
+    if "test_acc_extra" in report:
+        rows.insert(4, ("users' digits", f"{report['test_acc_extra']:.4f} ({report['test_size_extra']} held-out)"))
     for m in report.get("members", []):
         rows.insert(
             -1, ("member", f"{m['accuracy']:.4f} test, {m['validation_accuracy']:.4f} validation: {m['checkpoint']}")

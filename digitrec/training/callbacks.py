@@ -97,7 +97,8 @@ def _to_pixels(x: torch.Tensor) -> torch.Tensor:
 
 class DiagnosticsLogger(L.Callback):
     """Confusion matrix and most confident errors as TensorBoard images after validation and test,
-    and after testing the per-digit accuracy as scalars `test/acc_digit_<d>`.
+    and after testing the per-digit accuracy as scalars `test/acc_digit_<d>`: of MNIST's digits (the
+    first dataloader), not of users' digits when data.extra adds a second.
 
     Reads the logits that `validation_step`/`test_step` return; all bookkeeping stays on the
     device (no host sync) until the end of the epoch.
@@ -156,10 +157,12 @@ class DiagnosticsLogger(L.Callback):
         self._reset(pl_module)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(outputs, batch)
+        if dataloader_idx == 0:  # MNIST's; users' digits (data.extra) have their accuracy alone
+            self._update(outputs, batch)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(outputs, batch)
+        if dataloader_idx == 0:
+            self._update(outputs, batch)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish(trainer, pl_module, "val")
@@ -172,5 +175,7 @@ class DiagnosticsLogger(L.Callback):
         accuracy = counts.diagonal().float() / support.clamp(min=1)
         present = support.cpu() > 0
         pl_module.log_dict(
-            {f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]}, sync_dist=True
+            {f"test/acc_digit_{d}": accuracy[d] for d in range(NUM_CLASSES) if present[d]},
+            sync_dist=True,
+            add_dataloader_idx=False,
         )  # already global (torchmetrics syncs), this only silences DDP advice

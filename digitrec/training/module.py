@@ -126,7 +126,10 @@ class DigitClassifier(L.LightningModule):
         # Training accuracy is only updated per step (no per-step value, no input checks on the model's
         # own logits) and logged once per epoch: logging a metric object costs Lightning bookkeeping on every call.
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
-        self.val_acc, self.test_acc = (MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(2))
+        # `_extra`: on users' held-out digits, the second validation and test dataloader when data.extra is given
+        self.val_acc, self.test_acc, self.val_acc_extra, self.test_acc_extra = (
+            MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in range(4)
+        )
         self.on_train_epoch_start()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,21 +184,31 @@ class DigitClassifier(L.LightningModule):
                 f"(learning rate {lr:.3g}): training diverged. Lower optimizer.lr or check the data."
             )
 
-    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """MNIST's validation digits (`val/loss`, `val/acc`), or users' held-out digits (dataloader 1, `val/acc_extra`)."""
         loss, logits, y = self._step(batch)
-        self.val_acc(logits, y)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
+        if dataloader_idx == 0:
+            self.val_acc(logits, y)
+            self.log("val/loss", loss, prog_bar=True, sync_dist=True, add_dataloader_idx=False)
+            self.log("val/acc", self.val_acc, prog_bar=True, add_dataloader_idx=False)
+        else:
+            self.val_acc_extra(logits, y)
+            self.log("val/acc_extra", self.val_acc_extra, add_dataloader_idx=False)
         return logits  # for callbacks (digitrec.training.callbacks.DiagnosticsLogger)
 
-    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """MNIST's test set (`test/loss`, `test/acc`), or users' held-out test digits (dataloader 1, `test/acc_extra`)."""
         # In fp32 whatever the training precision, so that test/acc is the accuracy evaluate.py and
         # DigitPredictor (fp32) report for the same checkpoint, not a few digits off under autocast.
         with torch.autocast(self.device.type, enabled=False):
             loss, logits, y = self._step(batch)
-        self.test_acc(logits, y)
-        self.log("test/loss", loss, sync_dist=True)
-        self.log("test/acc", self.test_acc)
+        if dataloader_idx == 0:
+            self.test_acc(logits, y)
+            self.log("test/loss", loss, sync_dist=True, add_dataloader_idx=False)
+            self.log("test/acc", self.test_acc, add_dataloader_idx=False)
+        else:
+            self.test_acc_extra(logits, y)
+            self.log("test/acc_extra", self.test_acc_extra, add_dataloader_idx=False)
         return logits
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,20 @@ class RunSettings:
     seed: int = 42  # seeds python, numpy, torch and the dataloader workers
     ckpt_path: str | None = None  # resume from this checkpoint (or `last`)
     test: bool = True  # test the kept checkpoint on the official 10k test set after fitting
+    init_from: str | None = None  # start from these weights (a .ckpt, a weights file, or `bundled`), anew
+
+
+def merge_results(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """`trainer.test` answers one dict per dataloader (MNIST's, then users' digits): one dict of them all."""
+    return {key: value for result in results for key, value in result.items()}
+
+
+def _test_scores(test: Mapping[str, float]) -> dict[str, float | None]:
+    return {
+        "test_acc": test.get("test/acc"),
+        "test_loss": test.get("test/loss"),
+        "test_acc_extra": test.get("test/acc_extra"),
+    }
 
 
 def report_run(
@@ -39,11 +53,13 @@ def report_run(
     fit_seconds: float,
     test: dict[str, float],
     last_val_acc: Any = None,
+    before: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Log the final summary, write `summary.json` in the run folder and fill TensorBoard's HPARAMS tab.
 
     `best_val_acc` is the monitored score of the checkpoint kept, else `last_val_acc` (the final epoch's,
-    whose weights are then the ones kept); none for fast_dev_run, whose validation is one batch."""
+    whose weights are then the ones kept); none for fast_dev_run, whose validation is one batch.
+    `before`: the test scores of the initial weights of a run started with `init_from`."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
     if best_score is None and not trainer.fast_dev_run:
@@ -54,8 +70,7 @@ def report_run(
         "model": module.model_name,
         "parameters": module.num_parameters,
         "best_val_acc": _number(best_score),
-        "test_acc": test.get("test/acc"),
-        "test_loss": test.get("test/loss"),
+        **_test_scores(test),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "seconds_per_epoch": round(fit_seconds / epochs, 2),
@@ -63,11 +78,16 @@ def report_run(
         "precision": str(trainer.precision),
         "commit": source_commit(),
     }
+    if cfg.get("init_from"):
+        summary["init_from"] = cfg.init_from
+    if before:
+        summary["before"] = _test_scores(before)
     if trainer.is_global_zero:
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        hparams_metrics = {k: summary[k.removeprefix("hp/")] for k in ("hp/best_val_acc", "hp/test_acc")}
+        shown = ("hp/best_val_acc", "hp/test_acc") + (("hp/test_acc_extra",) if cfg.data.get("extra") else ())
+        hparams_metrics = {k: summary[k.removeprefix("hp/")] for k in shown}
         hparams_metrics = {k: float("nan") if v is None else v for k, v in hparams_metrics.items()}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -84,7 +104,24 @@ def report_run(
             summary["seconds_per_epoch"],
             summary["best_checkpoint"] or ("none (fast_dev_run saves none)" if trainer.fast_dev_run else "none"),
         )
+        _log_extra(summary)
     return summary
+
+
+def _log_extra(summary: Mapping[str, Any]) -> None:
+    """Users' held-out digits, and a fine-tuned run's scores before and after, on a line of their own."""
+    before = summary.get("before")
+    if before is not None:
+        log.info(
+            "Started from %s: test/acc %s -> %s | test/acc_extra %s -> %s",
+            summary["init_from"],
+            _fmt(before["test_acc"]),
+            _fmt(summary["test_acc"]),
+            _fmt(before["test_acc_extra"]),
+            _fmt(summary["test_acc_extra"]),
+        )
+    elif summary["test_acc_extra"] is not None:
+        log.info("test/acc_extra (users' held-out digits) %s", _fmt(summary["test_acc_extra"]))
 
 
 def source_commit() -> str | None:
