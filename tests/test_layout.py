@@ -20,6 +20,7 @@ RULES = {
     "data/mnist.py": FRAMEWORKS,
     "data/augment.py": FRAMEWORKS,
     "data/corruptions.py": FRAMEWORKS,
+    "data/training_corruptions.py": FRAMEWORKS,
     "models": FRAMEWORKS,
     "errors.py": (*FRAMEWORKS, "torch"),
     "validation.py": (*FRAMEWORKS, "torch"),

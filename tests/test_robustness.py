@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitrec.data.corruptions import CORRUPTIONS, SEVERITIES, TRAINING_ONLY, corrupt_randomly
+from digitrec.data.corruptions import CORRUPTIONS, SEVERITIES
 from digitrec.data.datamodule import MNISTDataModule
 from digitrec.data.mnist import load_split, raw_dir
+from digitrec.data.training_corruptions import TRAINING_ONLY, corrupt_randomly
 from digitrec.errors import ConfigError
 from digitrec.evaluation.figures import robustness_figure
 from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint

@@ -14,9 +14,16 @@ import torch
 import torch.nn.functional as F
 
 
-def random_affine(n: int, device: torch.device, degrees: float = 10.0, translate: float = 0.1,
-                  scale: tuple[float, float] = (0.9, 1.1), shear: float = 5.0) -> torch.Tensor:
+def random_affine(
+    n: int,
+    device: torch.device,
+    degrees: float = 10.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.9, 1.1),
+    shear: float = 5.0,
+) -> torch.Tensor:
     """(n, 3, 3) forward affine maps: rotate, shear along x, scale, then translate."""
+
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.empty(n, device=device).uniform_(lo, hi)
 
@@ -29,8 +36,14 @@ def random_affine(n: int, device: torch.device, degrees: float = 10.0, translate
     return affine_matrix(s * cos, s * (cos * shear_x - sin), s * sin, s * (sin * shear_x + cos), tx, ty)
 
 
-def affine_matrix(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
-                  tx: torch.Tensor | float = 0.0, ty: torch.Tensor | float = 0.0) -> torch.Tensor:
+def affine_matrix(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    d: torch.Tensor,
+    tx: torch.Tensor | float = 0.0,
+    ty: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
     """(n, 3, 3) maps [[a, b, tx], [c, d, ty], [0, 0, 1]] in grid_sample's normalised coordinates."""
     m = torch.zeros(len(a), 3, 3, device=a.device)
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
@@ -106,4 +119,3 @@ def augment_batch(images: torch.Tensor, elastic_alpha: float = 0.0, elastic_sigm
     forward = random_perspective(n, images.device) @ random_affine(n, images.device)
     field = elastic_field(n, h, w, elastic_alpha, elastic_sigma, images.device) if elastic_alpha > 0 else None
     return warp(images, forward, field).clamp_(0.0, 1.0)
-

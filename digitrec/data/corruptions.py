@@ -10,7 +10,7 @@ severity 3. This set is the robustness report's fixed ground: change it only wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -35,12 +35,14 @@ def _sign(n: int, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     return torch.where(_rand(n, x, g) < 0.5, -1.0, 1.0)
 
 
-def _segments_mask(x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, width: float,
-                   dash: float | None = None) -> torch.Tensor:
+def _segments_mask(
+    x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, width: float, dash: float | None = None
+) -> torch.Tensor:
     """(n, 1, h, w) 0/1 mask of segments p0→p1 ((n, 2) pixel coordinates), optionally dashed every `dash` px."""
     _, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
+    )
     pix = torch.stack([xs, ys], -1).view(1, h * w, 2)
     d = (p1 - p0).unsqueeze(1)
     length2 = (d**2).sum(-1).clamp_min(1e-6)
@@ -92,8 +94,9 @@ def motion_blur(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> to
     step = torch.stack([angle.cos(), angle.sin()], -1) * (2 / w)  # one pixel in normalised units
     eye = torch.ones(n, device=x.device)
     zero = torch.zeros(n, device=x.device)
-    frames = [warp(x, affine_matrix(eye, zero, zero, eye, *(step * (k - (length - 1) / 2)).unbind(-1)))
-              for k in range(length)]
+    frames = [
+        warp(x, affine_matrix(eye, zero, zero, eye, *(step * (k - (length - 1) / 2)).unbind(-1))) for k in range(length)
+    ]
     return torch.stack(frames).mean(0).clamp(0, 1)
 
 
@@ -140,8 +143,9 @@ def stripe(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.T
 def fog(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
     strength = (0.25, 0.4, 0.55)[s - 1]
     n, _, h, w = x.shape
-    haze = sum(F.interpolate(_rand(n, x, g, 1, k, k), size=(h, w), mode="bicubic", align_corners=False) / k
-               for k in (3, 5, 9))
+    haze = sum(
+        F.interpolate(_rand(n, x, g, 1, k, k), size=(h, w), mode="bicubic", align_corners=False) / k for k in (3, 5, 9)
+    )
     haze = haze - haze.amin((2, 3), keepdim=True)
     haze = haze / haze.amax((2, 3), keepdim=True).clamp_min(1e-6)
     return (x + strength * haze).clamp(0, 1)
@@ -213,7 +217,9 @@ _C, _P = "mnist-c", "pens and scanners"
 CORRUPTIONS: dict[str, Corruption] = {
     "shot_noise": Corruption(shot_noise, "Poisson noise on the ink, λ = 60 / 25 / 12 photons at full white", _C),
     "impulse_noise": Corruption(impulse_noise, "salt and pepper: 4 / 8 / 14 % of pixels set to black or white", _C),
-    "glass_blur": Corruption(glass_blur, "blur (σ 0.5 / 0.7 / 0.9 px), pixels swapped with neighbours up to 1 / 1 / 2 px away, blur", _C),
+    "glass_blur": Corruption(
+        glass_blur, "blur (σ 0.5 / 0.7 / 0.9 px), pixels swapped with neighbours up to 1 / 1 / 2 px away, blur", _C
+    ),
     "motion_blur": Corruption(motion_blur, "mean of the digit shifted along a random direction over 3 / 5 / 7 px", _C),
     "shear": Corruption(shear, "horizontal or vertical shear by 0.2 / 0.35 / 0.5", _C),
     "scale": Corruption(scale, "shrunk about the centre to 80 / 65 / 50 %", _C),
@@ -225,76 +231,10 @@ CORRUPTIONS: dict[str, Corruption] = {
     "spatter": Corruption(spatter, "ink blots covering 4 / 7 / 11 % of the image", _C),
     "dotted_line": Corruption(dotted_line, "1 / 2 / 3 dotted lines across the image", _C),
     "zigzag": Corruption(zigzag, "1 / 2 / 3 zigzag lines across the image", _C),
-    "canny_edges": Corruption(canny_edges, "the outer contour of the strokes (Sobel edges), 40 / 20 / 0 % of the fill kept", _C),
+    "canny_edges": Corruption(
+        canny_edges, "the outer contour of the strokes (Sobel edges), 40 / 20 / 0 % of the fill kept", _C
+    ),
     "thin_pen": Corruption(thin_pen, "strokes eroded by 0.25 / 0.5 / 0.75 px on each side", _P),
     "thick_pen": Corruption(thick_pen, "strokes dilated by 0.5 / 1 / 1.5 px on each side", _P),
     "low_resolution": Corruption(low_resolution, "scanned at 16 / 12 / 8 px square, scaled back up to 28", _P),
 }
-
-
-def outline(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
-    """Hollow strokes drawn by dilation: the ring a thicker pen adds around the digit."""
-    keep = (0.4, 0.2, 0.0)[s - 1]
-    kernel = (5, 7, 9)[int(torch.randint(3, (1,), generator=g, device=x.device))]
-    ring = (_pen(x, kernel, thicker=True) - x).clamp_min(0)
-    ring = (1.5 * ring / ring.amax((2, 3), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
-    return torch.maximum(ring, keep * x)
-
-
-def inverted_patch(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
-    """A random rectangle, long and narrow or short and wide, inverted."""
-    n, _, h, w = x.shape
-    long_side = (0.3 + 0.7 * _rand(n, x, g)) * h
-    short_side = 1 + _rand(n, x, g) * (2, 4, 6)[s - 1]
-    tall = _rand(n, x, g) < 0.5
-    height, width = torch.where(tall, long_side, short_side), torch.where(tall, short_side, long_side)
-    top = (_rand(n, x, g) * (h - height)).floor()
-    left = (_rand(n, x, g) * (w - width)).floor()
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + height).view(n, 1, 1))
-              & (cols >= left.view(n, 1, 1)) & (cols < (left + width).view(n, 1, 1)))
-    return torch.where(inside.unsqueeze(1), 1 - x, x)
-
-
-def binarize(x: torch.Tensor, s: int, g: torch.Generator | None = None) -> torch.Tensor:
-    """A 1-bit scan: every pixel ink or paper, at a threshold that thickens or thins the strokes."""
-    offset = (0.0, 0.15, 0.3)[s - 1] * _sign(len(x), x, g).view(-1, 1, 1, 1)
-    return (x > 0.5 + offset).to(x.dtype)
-
-
-TRAINING_ONLY: dict[str, Corruption] = {
-    "outline": Corruption(outline, "hollow strokes: a ring of 0.5-1 px around each stroke, 40 / 20 / 0 % of the fill kept", _P),
-    "inverted_patch": Corruption(inverted_patch, "a rectangle inverted, up to 3 / 5 / 7 px across and 30-100 % of the image long", _P),
-    "binarize": Corruption(binarize, "a 1-bit scan: pixels over 0.5 / 0.35 or 0.65 / 0.2 or 0.8 are ink, the rest paper", _P),
-}
-"""Damage for training only, not rows of the robustness report. `outline` and `inverted_patch` are
-cousins in kind of `canny_edges` and `stripe`, which a recipe training on them holds out by
-implementation, not by kind. `binarize` (1-bit scans): without it, networks trained on the other
-damage mistake hard-edged, full-intensity strokes for clutter."""
-TRAINABLE: dict[str, Corruption] = {**CORRUPTIONS, **TRAINING_ONLY}
-
-
-def check_names(names: Sequence[str], what: str) -> list[str]:
-    unknown = [name for name in names if name not in TRAINABLE]
-    if unknown:
-        raise ValueError(f"{what}: unknown corruption(s) {', '.join(unknown)}; known: {', '.join(TRAINABLE)}.")
-    return list(names)
-
-
-def corrupt_randomly(x: torch.Tensor, names: Sequence[str], p: float) -> torch.Tensor:
-    """Training augmentation: each image, with probability `p`, gets one of `names`.
-
-    The severity is drawn per batch and corruption rather than per image: one call per corruption
-    instead of one per corruption and severity, a third of the small calls.
-    """
-    n = len(x)
-    choice = torch.randint(len(names), (n,), device=x.device)
-    chosen = torch.rand(n, device=x.device) < p
-    severities = torch.randint(1, len(SEVERITIES) + 1, (len(names),)).tolist()
-    out = x.clone()
-    for i, (name, severity) in enumerate(zip(names, severities)):
-        idx = (chosen & (choice == i)).nonzero().flatten()
-        if len(idx):
-            out[idx] = TRAINABLE[name].apply(x[idx], severity, None)
-    return out

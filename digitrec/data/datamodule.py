@@ -19,9 +19,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from digitrec.data.augment import augment_batch
-from digitrec.data.corruptions import check_names, corrupt_randomly
 from digitrec.data.extra import Digits, check_sources, load_extra, split_extra
 from digitrec.data.mnist import default_data_dir, ensure_mnist, load_split, normalize, raw_dir, to_pixels
+from digitrec.data.training_corruptions import check_names, corrupt_randomly
 from digitrec.errors import ConfigError
 from digitrec.validation import check_range, positive_int
 
