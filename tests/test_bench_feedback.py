@@ -32,12 +32,14 @@ def test_the_hand_is_seeded_alternates_ones_and_sevens_and_differs_by_seed() -> 
         assert image.size == (280, 280) and 0.03 < ink(png).mean() < 0.3  # a pen stroke's worth of ink
 
 
-def test_a_continental_one_has_a_base_and_a_crossed_seven_a_bar() -> None:
+def test_a_continental_one_rises_to_an_upright_stem_and_a_crossed_seven_has_a_bar() -> None:
     (one, _), (seven, _) = drawings(2, 3)
     rows = ink(one)
     inked = np.flatnonzero(rows.any(1))
-    base, middle = rows[inked[-1] - 5], rows[(inked[0] + inked[-1]) // 2]
-    assert base.sum() > 2.5 * middle.sum()  # the base is wider than the stem
+    stem = [np.flatnonzero(rows[y]).mean() for y in inked[len(inked) // 2 :]]
+    assert np.ptp(stem) < 0.15 * len(inked)  # the lower half is one near-upright stroke
+    top = np.flatnonzero(rows[inked[0] + 30])
+    assert top[-1] - top[0] > 3 * (stem[-1] - np.flatnonzero(rows[inked[-1] - 5])[0])  # the flag reaches far left
     rows = ink(seven)
     inked = np.flatnonzero(rows.any(1))
     widths = [rows[y].sum() for y in range(inked[0] + 30, inked[-1] - 30)]  # below the top bar, above the foot

@@ -1,7 +1,7 @@
 """Learning a hand MNIST lacks: `python -m digitrec.bench.feedback [--corrections 200] [--held-out 1000] [--seed 0]`.
 
-A small generator draws digits of a hand that MNIST has few of, continental 1s (a long flag and a
-base) and crossed 7s, as pen strokes on the page's 280×280 canvas. The command starts
+A small generator draws digits of a hand that MNIST has few of, continental 1s (a long, shallow
+up-stroke to the top of the stem) and crossed 7s, as pen strokes on the page's 280×280 canvas. The command starts
 `digitrec-serve` (the bundled model) with a new feedback store, asks `/predict` about each of
 `--corrections` such drawings and posts each with its right digit to `/feedback`, as users answering
 the page would; then fine-tunes the bundled model on that store (`train.py experiment=finetune`), and
@@ -35,10 +35,11 @@ Stroke = list[tuple[float, float]]
 
 
 def continental_one(rng: np.random.Generator) -> list[Stroke]:
-    """A 1 with a long flag from its top down to the left, and a base: two strokes in a unit box."""
-    flag = (rng.uniform(0.05, 0.3), rng.uniform(0.3, 0.5))
-    base = rng.uniform(0.25, 0.4)
-    return [[flag, (0.5, 0.0), (0.5 + rng.uniform(-0.04, 0.04), 1.0)], [(0.5 - base, 1.0), (0.5 + base, 1.0)]]
+    """A 1 as much of Europe writes it: a long, shallow up-stroke to the top of the stem (which is why
+    the same hands cross their 7s); networks trained on MNIST's 1s take many for 7s. One stroke in a
+    unit box."""
+    flag = (rng.uniform(0.0, 0.15), rng.uniform(0.15, 0.35))
+    return [[flag, (0.6, 0.0), (0.6 + rng.uniform(-0.04, 0.04), 1.0)]]
 
 
 def crossed_seven(rng: np.random.Generator) -> list[Stroke]:
@@ -57,7 +58,7 @@ def drawing(digit: int, rng: np.random.Generator) -> bytes:
     """A PNG of the canvas as the page sends it: the digit's strokes, slanted, sized and placed at random,
     dark ink on white."""
     tall = rng.uniform(0.55, 0.8) * CANVAS
-    wide = tall * rng.uniform(0.5, 0.65)
+    wide = tall * rng.uniform(0.55, 0.85)
     left, top = rng.uniform(0.1, 0.9 - wide / CANVAS) * CANVAS, rng.uniform(0.08, 0.92 - tall / CANVAS) * CANVAS
     slant = math.tan(math.radians(rng.uniform(-12, 12)))
     width = round(PEN * rng.uniform(0.8, 1.2))
