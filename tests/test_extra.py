@@ -213,6 +213,7 @@ def extra_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return once_per_session(tmp_path_factory, "extra-run", train)
 
 
+@pytest.mark.slow  # trains a run with users' digits (train.py, evaluate.py)
 def test_a_run_with_users_digits_logs_and_summarises_their_accuracy(extra_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -230,6 +231,7 @@ def test_a_run_with_users_digits_logs_and_summarises_their_accuracy(extra_run: P
     assert "test/acc_extra" in (extra_run / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow  # trains a run with users' digits (train.py, evaluate.py)
 def test_evaluate_scores_the_held_out_users_digits_as_the_run_did(extra_run: Path, tmp_path: Path) -> None:
     proc = run_evaluate(
         f"ckpt_path={extra_run / 'run'}",
@@ -246,6 +248,7 @@ def test_evaluate_scores_the_held_out_users_digits_as_the_run_did(extra_run: Pat
     assert "users' digits" in proc.stdout
 
 
+@pytest.mark.slow  # trains a run with users' digits (train.py, evaluate.py)
 def test_init_from_starts_from_the_weights_and_their_network(extra_run: Path, tmp_path: Path) -> None:
     source = summary(extra_run / "run")
     run_train(
@@ -266,6 +269,7 @@ def test_init_from_starts_from_the_weights_and_their_network(extra_run: Path, tm
     assert "Started from" in log and "give model=mlp to name them after the network" in log
 
 
+@pytest.mark.slow  # trains a run with users' digits (train.py, evaluate.py)
 def test_init_from_loads_the_same_weights_into_the_module(extra_run: Path) -> None:
     from digitrec.training.finetune import load_initial_network, load_weights, net_config
     from digitrec.training.module import DigitClassifier
