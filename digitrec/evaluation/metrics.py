@@ -30,6 +30,11 @@ def predict_logits(net: nn.Module, images: torch.Tensor, batch_size: int, device
     return torch.cat(chunks) if chunks else torch.empty(0, NUM_CLASSES)
 
 
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of rows whose highest logit is the label."""
+    return float((logits.argmax(1) == labels).float().mean())
+
+
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> dict[str, Any]:
     """Accuracy; precision / recall / F1 (macro, weighted, per class); confusion matrix; loss.
 

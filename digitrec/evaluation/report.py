@@ -15,7 +15,7 @@ from digitrec.data.corruptions import SEVERITIES
 from digitrec.data.datamodule import EVAL_BATCH_SIZE, MNISTDataModule
 from digitrec.errors import ConfigError
 from digitrec.evaluation.calibration import ECE_BINS
-from digitrec.evaluation.metrics import calibrate, classification_metrics, predict_logits
+from digitrec.evaluation.metrics import accuracy, calibrate, classification_metrics, predict_logits
 from digitrec.evaluation.report_files import (
     check_output_dir,
     default_output_dir,
@@ -147,7 +147,7 @@ def _score(
         "run_dir": str(run_dir_of(paths[0]) if len(paths) == 1 else out.parent),
         "tta": bool(options.tta),
         **classification_metrics(test_logits, test.labels, members[0].trained.hparams.get("label_smoothing", 0.0)),
-        "validation_accuracy": _accuracy(val_logits, val.labels),
+        "validation_accuracy": accuracy(val_logits, val.labels),
         "temperature": temperature,
         "calibration": calibration,
         "data": {
@@ -193,17 +193,13 @@ def _robustness(
     return robust
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
-
-
 def _extra_scores(
     scorer: torch.nn.Module, datamodule: MNISTDataModule, options: EvalOptions, dev: torch.device
 ) -> dict[str, Any]:
     """Accuracy on the held-out test part of users' digits (`data.extra`), and how many digits that is."""
     held_out = datamodule.extra_test_set
     logits = predict_logits(scorer, held_out.images, options.batch_size, dev)
-    return {"test_acc_extra": _accuracy(logits, held_out.labels), "test_size_extra": len(held_out.labels)}
+    return {"test_acc_extra": accuracy(logits, held_out.labels), "test_size_extra": len(held_out.labels)}
 
 
 def _data_module(data_dir: str | None, hparams: dict[str, Any], extra: list[str] | None = None) -> MNISTDataModule:
@@ -242,8 +238,8 @@ def _member_summary(m: _Member, test_labels: torch.Tensor, val_labels: torch.Ten
         "checkpoint": str(m.path),
         "model": m.trained.name,
         "parameters": m.trained.num_parameters,
-        "accuracy": _accuracy(m.test_logits, test_labels),
-        "validation_accuracy": _accuracy(m.val_logits, val_labels),
+        "accuracy": accuracy(m.test_logits, test_labels),
+        "validation_accuracy": accuracy(m.val_logits, val_labels),
         "temperature": m.temperature,
     }
 

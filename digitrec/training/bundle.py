@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from digitrec.bench.machine import cpu_model
 from digitrec.data.mnist import REPO_ROOT, default_data_dir, load_split, raw_dir
 from digitrec.errors import ConfigError, exit_on_user_error
-from digitrec.evaluation.metrics import predict_logits
+from digitrec.evaluation.metrics import accuracy, predict_logits
 from digitrec.inference.checkpoints import card_file, find_newest_checkpoint, load_network, save_weights
 from digitrec.inference.pretrained import BUNDLED_NAME, PRETRAINED_DIR, sha256_file
 from digitrec.training.run import source_commit
@@ -64,8 +64,7 @@ def weights_accuracy(weights: Path) -> float:
     """Accuracy of the stored (float16) weights on the 10,000 MNIST test digits, computed in float32."""
     test = load_split(raw_dir(default_data_dir()), train=False)
     net = load_network(weights).net
-    logits = predict_logits(net, test.images, 256, torch.device("cpu"))
-    return float((logits.argmax(1) == test.labels).float().mean())
+    return accuracy(predict_logits(net, test.images, 256, torch.device("cpu")), test.labels)
 
 
 def card(run: Path, report: dict[str, Any], candidates: dict[str, float], weights: Path) -> dict[str, Any]:
