@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digitrec.bench.feedback import drawings, form, main
+from digitrec.bench.feedback import drawings, main
 from digitrec.bench.latency import untrained_checkpoint
+from digitrec.bench.load import multipart
 from digitrec.feedback.store import FeedbackStore, items
 from digitrec.inference.predictor import DigitPredictor
 from digitrec.serve.app import create_app
@@ -50,7 +51,7 @@ def test_the_form_is_what_the_feedback_endpoint_takes(tmp_path: Path) -> None:
     predictor = DigitPredictor(untrained_checkpoint("mlp", tmp_path / "mlp.ckpt"), device="cpu")
     store = FeedbackStore(tmp_path / "feedback.db")
     ((png, digit),) = drawings(1, 0)
-    body, content_type = form(png, label=str(digit), predicted="3")
+    body, content_type = multipart(png, "drawing.png", label=str(digit), predicted="3")
     with TestClient(create_app(predictor, feedback=store)) as client:
         answer = client.post("/feedback", content=body, headers={"Content-Type": content_type})
     assert answer.status_code == 201, answer.text

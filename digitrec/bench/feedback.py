@@ -81,20 +81,10 @@ def drawings(count: int, seed: int) -> list[tuple[bytes, int]]:
     return [(drawing(digit, rng), digit) for digit in digits]
 
 
-def form(image: bytes, **fields: str) -> tuple[bytes, str]:
-    """A multipart/form-data body: the image as `file`, and text fields."""
-    boundary = "digitrec-bench-feedback"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="drawing.png"\r\n'
-    parts.append(f"{head}Content-Type: image/png\r\n\r\n".encode() + image + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 def post(port: int, path: str, image: bytes, **fields: str) -> dict:
-    body, content_type = form(image, **fields)
+    from digitrec.bench.load import multipart
+
+    body, content_type = multipart(image, "drawing.png", **fields)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("POST", path, body=body, headers={"Content-Type": content_type})
     response = connection.getresponse()

@@ -35,18 +35,16 @@ from digitrec.validation import check_range
 LEVELS = (1, 4, 16)
 
 
-def multipart(data: bytes, filename: str = "digit.png") -> tuple[bytes, str]:
-    """A multipart/form-data body holding one file field `file`, and its content type."""
+def multipart(data: bytes, filename: str = "digit.png", **fields: str) -> tuple[bytes, str]:
+    """A multipart/form-data body holding text `fields` and one file field `file`, and its content type."""
     boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+    parts.append(f"{head}Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def _free_port() -> int:
