@@ -18,6 +18,7 @@ RULES = {
     "feedback": (*FRAMEWORKS, "digitrec.training", "digitrec.evaluation", "digitrec.bench"),
     "evaluation/figures.py": ("lightning", "pytorch_lightning", "hydra"),
     "data/mnist.py": FRAMEWORKS,
+    "data/numbers.py": FRAMEWORKS,
     "data/augment.py": FRAMEWORKS,
     "data/corruptions.py": FRAMEWORKS,
     "data/training_corruptions.py": FRAMEWORKS,

@@ -1,7 +1,8 @@
 """Reading whole numbers (`digitrec.inference.numbers`, `DigitPredictor.read`) on constructed images.
 
 The digits are drawn from strokes; a stub scorer reads a crop by how closely it matches each digit drawn
-alone (through the same preprocessing), so these tests check the segmentation, not a network. The
+alone (through the same preprocessing), so these tests check the segmentation, not a digit classifier;
+candidates are judged whole or not by the bundled segment network, as in `DigitPredictor.read`. The
 predictor, command line and HTTP tests put the same matching inside an untrained checkpoint's predictor.
 """
 
@@ -26,10 +27,11 @@ from test_serve_browser import answered
 from torch import nn
 
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD
-from digitrec.inference import numbers
 from digitrec.inference.components import _strokes_crossed, label
 from digitrec.inference.numbers import read_numbers
 from digitrec.inference.preprocess import Preprocessed, mnist_style
+from digitrec.inference.segments import load_segment_net, whole_digit_log_prob
+from digitrec.models.segments import GEOMETRY
 
 Stroke = list[tuple[float, float]]
 _OVAL = [(0.5 + 0.42 * math.sin(t), 0.5 - 0.48 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)]
@@ -138,8 +140,15 @@ def stub_score(crops: list[Preprocessed]) -> np.ndarray:
     return (odds / odds.sum(1, keepdims=True))[:, :10]
 
 
+SEGMENTS = load_segment_net()
+
+
+def judge(crops: list[Preprocessed], shapes: np.ndarray) -> np.ndarray:
+    return whole_digit_log_prob(SEGMENTS, crops, shapes)
+
+
 def read(image: np.ndarray, threshold: float = 0.5) -> dict:
-    return read_numbers([image.astype(np.float32) / 255], stub_score, threshold)[0]
+    return read_numbers([image.astype(np.float32) / 255], stub_score, threshold, judge=judge)[0]
 
 
 def boxes_of(answer: dict) -> list[list[int]]:
@@ -187,7 +196,7 @@ def test_slightly_overlapping_digits_are_cut_apart() -> None:
     assert answer["text"] == "7196"
 
 
-def test_a_wide_zero_is_not_cut_into_parts_that_each_look_like_a_digit(monkeypatch) -> None:
+def test_a_wide_zero_is_not_cut_into_parts_that_each_look_like_a_digit() -> None:
     # A scorer fooled by parts, as real networks are: a narrow crop is a sure 1, anything wider a fair 0.
     def fooled(crops: list[Preprocessed]) -> np.ndarray:
         probabilities = np.zeros((len(crops), 10))
@@ -199,19 +208,18 @@ def test_a_wide_zero_is_not_cut_into_parts_that_each_look_like_a_digit(monkeypat
 
     wide = {0: [[(0.5 + 0.65 * math.sin(t), 0.5 - 0.48 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)]]}
     image = draw([(0, 30, 20, 60)], (140, 100), strokes=wide).astype(np.float32) / 255
-    assert read_numbers([image], fooled, 0.5)[0]["text"] == "0"  # each cut goes through two strokes
-    monkeypatch.setattr(numbers, "CROSS_PENALTY", 0.0)
-    assert set(read_numbers([image], fooled, 0.5)[0]["text"]) == {"1"}  # what the penalty prevents
+    assert read_numbers([image], fooled, 0.5, judge=judge)[0]["text"] == "0"  # the parts are judged not whole
+    assert set(read_numbers([image], fooled, 0.5)[0]["text"]) == {"1"}  # what the classifier alone would read
 
 
 def test_a_cut_counts_the_strokes_it_goes_through() -> None:
     ring = np.zeros((9, 9), bool)
     ring[[1, 7], 2:7] = ring[1:8, [2, 6]] = True
     middle = np.full(9, 4)
-    assert _strokes_crossed(ring, middle) == 2
-    assert _strokes_crossed(ring, np.full(9, 2)) == 1  # down a side: one long run
-    assert _strokes_crossed(ring, np.full(9, 8)) == 0
-    assert _strokes_crossed(ring, np.array([4, 4, 3, 2, 2, 2, 3, 4, 4])) == 3  # the top, a side, the bottom
+    assert _strokes_crossed(ring, middle) == (2, 2)  # strokes, and pixels of ink
+    assert _strokes_crossed(ring, np.full(9, 2)) == (1, 7)  # down a side: one long run
+    assert _strokes_crossed(ring, np.full(9, 8)) == (0, 0)
+    assert _strokes_crossed(ring, np.array([4, 4, 3, 2, 2, 2, 3, 4, 4])) == (3, 5)  # the top, a side, the bottom
 
 
 def test_a_broken_stroke_is_still_one_digit() -> None:
@@ -343,16 +351,22 @@ def test_an_unclear_digit_makes_it_not_a_number_and_says_which() -> None:
     assert answer["confidence"] == pytest.approx(math.prod(d["confidence"] for d in answer["digits"]))
 
 
-def test_all_crops_of_all_images_are_scored_in_one_call() -> None:
+def test_all_crops_of_all_images_are_scored_and_judged_in_one_call() -> None:
     calls = []
 
     def counting(crops):
-        calls.append(len(crops))
+        calls.append(("score", len(crops)))
         return stub_score(crops)
 
+    def counting_judge(crops, shapes):
+        calls.append(("judge", len(crops)))
+        assert shapes.shape == (len(crops), len(GEOMETRY))
+        return judge(crops, shapes)
+
     images = [draw(row([1, 2]), (200, 100)), np.full((50, 50), 255, np.uint8), draw(row([2, 3, 0], gap=-9), (260, 100))]
-    answers = read_numbers([image / 255 for image in images], counting, 0.5)
-    assert [a["text"] for a in answers] == ["12", "", "230"] and len(calls) == 1
+    answers = read_numbers([image / 255 for image in images], counting, 0.5, judge=counting_judge)
+    assert [a["text"] for a in answers] == ["12", "", "230"]
+    assert [kind for kind, _ in calls] == ["score", "judge"] and calls[0][1] == calls[1][1]
 
 
 # --- connected components ---------------------------------------------------------------------------
@@ -588,8 +602,8 @@ def test_bench_judges_segmentation_mistakes_by_boxes() -> None:
 
 
 def test_bench_numbers_are_seeded_and_placed_as_their_gap_class_says(mnist_dir: Path) -> None:
-    from digitrec.bench.numbers import GAPS, make_number, make_numbers
     from digitrec.data.mnist import load_split, raw_dir
+    from digitrec.data.numbers import GAPS, make_number, make_numbers
 
     split = load_split(raw_dir(mnist_dir), train=False)
     digits, labels = split.images[:200, 0].numpy(), split.labels[:200].numpy()

@@ -1,11 +1,7 @@
 """Reading whole numbers: `python -m digitrec.bench.numbers [--checkpoint CKPT] [--count 500] [--seed 0]`.
 
 Builds a seeded set of numbers of 2 to 8 digits from MNIST test digits (`--split train`: training
-digits, to tune the reader on), placed in a row with gaps of four classes (sizes in pixels at a
-28-pixel digit height: the MNIST frame): separated (4 to 10 px between the digits' ink), near (1 to
-3 px), touching (0 px) and overlapping (1 to 2 px of overlap);
-each number at its own size (digits 32 to 96 px high), each digit scaled ±15 % and moved up or down by
-up to 8 % of the digit height, dark ink on light, slightly noisy paper. Each is read with
+digits, to tune the reader on) as `digitrec.data.numbers` describes. Each is read with
 `DigitPredictor.read`; the tables give, by gap class and by length, the exact readings, the digits read
 right (matched by position: a digit in a split or merged reading is wrong), the segmentation mistakes
 and the time per reading (from the decoded image); then the exact readings by gap class and length
@@ -19,89 +15,18 @@ import argparse
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
+from digitrec.data.numbers import GAPS, LENGTHS, Number, make_number, make_numbers
 from digitrec.errors import ConfigError, exit_on_user_error
 
 if TYPE_CHECKING:
     from digitrec.inference.predictor import DigitPredictor
 
-GAPS = {"separated": (4.0, 10.0), "near": (1.0, 3.0), "touching": (0.0, 0.0), "overlapping": (-2.0, -1.0)}
-LENGTHS = range(2, 9)
 MISTAKES = ("split", "merged", "missed", "order")
-INK = 0.3  # of the peak: a digit's box is where its ink is above this (what the reader's mask keeps)
-
-
-@dataclass(frozen=True)
-class Number:
-    image: np.ndarray  # H×W uint8, dark ink on light paper
-    text: str
-    picks: list[int]  # the digits' indices in the set they came from
-    boxes: list[tuple[int, int, int, int]]  # each digit's ink box: x0, y0, x1, y1 (exclusive)
-    gap: str
-
-
-def make_number(
-    digits: np.ndarray,
-    labels: np.ndarray,
-    rng: np.random.Generator,
-    length: int,
-    gap: str,
-    digit_height: float | None = None,
-) -> Number:
-    """A number of `length` random digits (28×28 uint8, light on dark) in a row, as described above."""
-    height = digit_height or rng.uniform(32, 96)
-    scale = height / 28
-    picks = rng.integers(0, len(digits), length)
-    patches, tops, lefts, x = [], [], [], 0
-    for i, pick in enumerate(picks):
-        digit = digits[pick].astype(np.float32) / 255
-        columns = np.flatnonzero(digit.max(0) > 0)
-        digit = digit[:, columns[0] : columns[-1] + 1]
-        size = scale * rng.uniform(0.85, 1.15)
-        patch = Image.fromarray(digit).resize(
-            (max(1, round(digit.shape[1] * size)), round(28 * size)), Image.Resampling.BILINEAR
-        )
-        patches.append(np.clip(np.asarray(patch), 0, 1))
-        if i:
-            x += round(rng.uniform(*GAPS[gap]) * scale)
-        lefts.append(x)
-        tops.append(round(height - patches[-1].shape[0] + rng.uniform(-0.08, 0.08) * height))  # bottoms in line
-        x += patches[-1].shape[1]
-    margin = round(0.3 * height)
-    top = min(tops)
-    canvas = np.zeros(
-        (max(t + p.shape[0] for t, p in zip(tops, patches)) - top + 2 * margin, x + 2 * margin), np.float32
-    )
-    boxes = []
-    for patch, t, left in zip(patches, tops, lefts):
-        y0, x0 = t - top + margin, left + margin
-        window = canvas[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]]
-        np.maximum(window, patch, out=window)
-        rows, cols = np.nonzero(patch > INK * patch.max())
-        boxes.append((x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1))
-    paper = rng.uniform(225, 255)
-    pixels = paper - (paper - rng.uniform(0, 60)) * canvas + rng.normal(0, rng.uniform(0, 6), canvas.shape)
-    return Number(
-        np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
-        "".join(str(int(labels[p])) for p in picks),
-        [int(p) for p in picks],
-        boxes,
-        gap,
-    )
-
-
-def make_numbers(digits: np.ndarray, labels: np.ndarray, count: int, seed: int) -> list[Number]:
-    """`count` numbers, their lengths and gap classes drawn evenly."""
-    rng = np.random.default_rng(seed)
-    return [
-        make_number(digits, labels, rng, int(rng.choice(LENGTHS)), str(rng.choice(list(GAPS)))) for _ in range(count)
-    ]
 
 
 def judge(reading: dict[str, Any], number: Number) -> dict[str, int]:
@@ -209,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from digitrec.bench.machine import cpu_model
     from digitrec.data.mnist import default_data_dir, load_split, raw_dir
-    from digitrec.inference.checkpoints import resolve_checkpoint
+    from digitrec.inference.options import choose_model
     from digitrec.inference.predictor import DigitPredictor
 
     parser = argparse.ArgumentParser(prog="python -m digitrec.bench.numbers", description=__doc__.split("\n\n")[0])
@@ -217,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--checkpoint",
         type=Path,
         default=None,
-        help="a .ckpt or a run folder (default: the newest *-best.ckpt under outputs/)",
+        help="a .ckpt or a run folder (default: the newest *-best.ckpt under outputs/, else the bundled model)",
     )
     parser.add_argument("--count", type=int, default=500, help="numbers to read (default 500)")
     parser.add_argument("--seed", type=int, default=0)
@@ -230,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="test",
         help="the MNIST digits the numbers are made of (default test; train to tune the reader without the test set)",
     )
+    parser.add_argument(
+        "--gap", choices=list(GAPS), action="append", help="only numbers of this gap class (repeatable)"
+    )
+    parser.add_argument(
+        "--length", type=int, choices=list(LENGTHS), action="append", help="only numbers of this length"
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError("--count, --repeats and --threads must be positive.")
@@ -237,14 +168,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     split = load_split(raw_dir(args.data_dir or default_data_dir()), train=args.split == "train")
     digits, labels = split.images[:, 0].numpy(), split.labels.numpy()
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    (checkpoint,), _ = choose_model([args.checkpoint] if args.checkpoint else None)
     predictor = DigitPredictor(checkpoint, device="cpu")
-    numbers = make_numbers(digits, labels, args.count, args.seed)
+    numbers = make_numbers(digits, labels, args.count, args.seed, args.length or LENGTHS, args.gap or tuple(GAPS))
     rows = run(predictor, numbers)
     print(
         f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
-        f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}\n"
+        f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}"
+        + "".join(
+            f", {name}: {' '.join(map(str, only))}"
+            for name, only in (("gaps", args.gap), ("lengths", args.length))
+            if only
+        )
+        + "\n"
     )
     print(table(rows, "gap", list(GAPS)) + "\n")
     print(table(rows, "length", list(LENGTHS)) + "\n")

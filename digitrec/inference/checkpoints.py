@@ -26,7 +26,7 @@ _TRAINING_KEYS = ("hyper_parameters", "state_dict")
 WEIGHTS_FORMAT = "digitrec-weights-1"  # a network's registry config and state dict, nothing else
 
 
-def _load(path: Path, map_location: str | torch.device) -> Any:
+def load_safely(path: Path, map_location: str | torch.device) -> Any:
     """`torch.load(weights_only=True)`, each way it can fail as one `CheckpointError`."""
     if not path.is_file():
         what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
@@ -57,7 +57,7 @@ def read_checkpoint(checkpoint: str | os.PathLike, map_location: str | torch.dev
     is refused with a `CheckpointError`, as is anything that is not a digitrec training checkpoint.
     """
     path = Path(checkpoint)
-    content = _load(path, map_location)
+    content = load_safely(path, map_location)
     return _training_checkpoint(path, content)
 
 
@@ -129,7 +129,7 @@ def load_network(checkpoint: str | os.PathLike, map_location: str | torch.device
     """The network in a digitrec training checkpoint or weights file (`save_weights`), rebuilt through
     the model registry only, in float32."""
     path = Path(checkpoint)
-    content = _load(path, map_location)
+    content = load_safely(path, map_location)
     if isinstance(content, dict) and content.get("format") == WEIGHTS_FORMAT:
         hparams, state, data_hparams = {"net": content["net"]}, content["state_dict"], {}
     else:

@@ -5,7 +5,8 @@ rows that touch are joined, and the components are the classes of that relation.
 vectorised over runs, so a 1000×300 mask takes about a millisecond.
 
 `group`: components make units, each one digit or several touching ones (see `digitrec.inference.numbers`);
-`cut`: a unit wide enough for several digits is cut into pieces along the cheapest paths through its ink.
+`cut`: a unit wide enough for several digits is cut into pieces along the cheapest paths through its ink,
+and straight down every `STRAIGHT` of its height between them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SPLIT = 0.75  # of its height: a unit wider than this may be several touching di
 CUT_SPACING = 0.4  # of its height: a unit gets a candidate cut per this much width beyond the first ...
 MAX_CUTS = 6  # ... up to this many
 MIN_PIECE = 0.1  # of the unit's height: no cut nearer than this to its side or to another cut
+STRAIGHT = 0.12  # of its height: besides those, a straight cut per this much width (overlapping digits share ink
+STRAIGHT_GAP = 0.08  # that no cheap path avoids), none nearer than this to another cut
 MAX_MARKS = 100  # components besides the specks: more are not one number
 DRIFT = 0.05  # ink pixels: what a sideways step of a cut path costs (cuts go straight where they can)
 
@@ -139,7 +142,8 @@ class Piece:
     columns: tuple[int, np.ndarray, np.ndarray]  # first row, and per row from it: first column, column after last
     box: Box
     unit: int
-    crossed: int = 0  # strokes the cut on its left goes through (0: the unit's first piece)
+    crossed: int = 0  # strokes the cut on its left goes through (0: the unit's first piece) ...
+    cut_ink: int = 0  # ... and its pixels of ink
 
 
 def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
@@ -212,13 +216,16 @@ def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
     for end in ends[np.argsort(costs[ends], kind="stable")]:  # the cheapest, not too near each other
         if len(cuts) < wanted and all(abs(paths[:, end].mean() - c.mean()) >= margin for c in cuts):
             cuts.append(paths[:, end])
+    for column in np.arange(margin + STRAIGHT * height / 2, width - margin, STRAIGHT * height).astype(int):
+        if all(abs(column - c.mean()) >= STRAIGHT_GAP * height for c in cuts):
+            cuts.append(np.full(height, column))
     edges = [np.zeros(height, np.int64), *sorted(cuts, key=np.mean), np.full(height, width)]
     for k in range(1, len(edges)):  # cut paths never cross
         edges[k] = np.maximum(edges[k], edges[k - 1])
     pieces = []
     for left, right in itertools.pairwise(edges):
         columns = (y0, x0 + left, x0 + right)
-        crossed = _strokes_crossed(mask, left) if left.any() else 0
+        crossed, ink = _strokes_crossed(mask, left) if left.any() else (0, 0)
         part = comps.paint(members, box, columns)
         rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
         if rows.size:
@@ -229,15 +236,16 @@ def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
                     (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1),
                     unit,
                     crossed,
+                    ink,
                 )
             )
     return pieces
 
 
-def _strokes_crossed(mask: np.ndarray, path: np.ndarray) -> int:
-    """How many separate runs of ink a cut path goes through, top to bottom."""
+def _strokes_crossed(mask: np.ndarray, path: np.ndarray) -> tuple[int, int]:
+    """How many separate runs of ink a cut path goes through, top to bottom, and how many ink pixels."""
     on = mask[np.arange(len(path)), np.minimum(path, mask.shape[1] - 1)]
-    return int(on[0]) + int((on[1:] & ~on[:-1]).sum())
+    return int(on[0]) + int((on[1:] & ~on[:-1]).sum()), int(on.sum())
 
 
 def _cut_paths(mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,16 +12,15 @@
    unit. Units are read left to right.
 3. Pieces (`components.cut`): a unit wider than `SPLIT` of its height may be touching digits: it is cut
    along the cheapest paths through its ink (top to bottom, leaning where the digits do), one per
-   `CUT_SPACING` of width.
+   `CUT_SPACING` of width, and straight down between them (overlapping digits share ink no path avoids).
 4. Candidates: every whole unit, every run of neighbouring pieces of a cut unit tall and narrow enough
    for a digit, and two neighbouring units nearly touching (`JOIN`) when one is much lower (`JOIN_HEIGHT`:
    a 4 whose bar stops short of its stem). Each is cropped to its own ink, preprocessed as `predict` does
    (`mnist_style`), and scored with all the others of the image in one batch.
-5. The reading is the partition of the pieces into candidates with the highest joint probability times
-   the candidates' shape priors (dynamic programming): a half digit, or two digits in one crop, gets
-   little of the calibrated probability or is unusually wide or low, so cuts that leave whole digits win.
-   A cut through more than one stroke costs `CROSS_PENALTY` per extra stroke: touching digits meet in
-   one stroke, and networks read either half of a 0 as a confident digit.
+5. The reading is the partition of the pieces into candidates with the highest joint probability, each
+   candidate's the classifier's probability of its digit times the probability that it is one whole digit
+   (`digitrec.inference.segments`: a network that sees the crop and its shape on the line; the classifier
+   alone reads half a 0 as a confident 1 and two overlapping digits as one), by dynamic programming.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from digitrec.data.mnist import NUM_CLASSES
 from digitrec.inference.components import MAX_MARKS, Box, Components, Piece, cut, group, label, union
 from digitrec.inference.images import MIN_SIDE
 from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, ink_contrast, mnist_style
+from digitrec.inference.segments import geometry
 
 COARSE_PIXELS = 1 << 16  # the image is first reduced to about this many pixels to find the line height ...
 LINE = 48  # ... then the part around the ink is resized (never enlarged) to make the line this many pixels high,
@@ -48,13 +48,9 @@ JOIN = 0.15  # line heights: neighbouring units this close ...
 JOIN_HEIGHT = 0.75  # ... one of them lower than this fraction of the other, may be one digit
 MIN_HEIGHT = 0.5  # of the unit's height: the lowest part of a cut unit that may be a digit
 MAX_WIDTH = 1.4  # of the larger of its height and the line height: the widest part of a cut unit that may be one
-WIDE = 1.2  # width / height: candidates wider than this are unlikely digits ...
-WIDE_PENALTY = 4.0  # ... their log-probability loses this much per unit of width / height beyond it
-LOW = 0.8  # of its unit's height: a part of a cut unit lower than this is unlikely a digit ...
-LOW_PENALTY = 3.0  # ... its log-probability loses this much per unit of relative height below it
-CROSS_PENALTY = 0.6  # a cut through more than one stroke (a 0 cut in halves) loses this much per extra stroke
 
 Scorer = Callable[[Sequence[Preprocessed]], np.ndarray]  # (N, 10) calibrated probabilities per crop
+Judge = Callable[[Sequence[Preprocessed], np.ndarray], np.ndarray]  # crops, their geometry → log P(one whole digit)
 
 
 @dataclass(frozen=True)
@@ -77,26 +73,32 @@ class Layout:
     pieces: list[Piece] | None = None
     spans: list[tuple[int, int]] | None = None  # candidate digits: pieces[i:j]
     boxes: list[Box] | None = None
-    priors: np.ndarray | None = None  # log prior of each candidate's shape
+    shapes: np.ndarray | None = None  # each candidate's `segments.geometry`
     crops: list[Preprocessed] | None = None
     reason: str | None = None
 
 
 def read_numbers(
-    grays: Sequence[np.ndarray], score: Scorer, threshold: float, seen: bool = False
+    grays: Sequence[np.ndarray], score: Scorer, threshold: float, seen: bool = False, judge: Judge | None = None
 ) -> list[dict[str, Any]]:
-    """Readings of grayscale images (H×W in [0, 1]); the crops of all the images are scored in one call.
-    With `seen`, each digit also has `seen`: the 28×28 image (float, in [0, 1]) the network saw."""
+    """Readings of grayscale images (H×W in [0, 1]); the crops of all the images are scored in one call, and
+    judged whole or not in one more (without a `judge`, every candidate counts as whole). With `seen`, each
+    digit also has `seen`: the 28×28 image (float, in [0, 1]) the network saw."""
     layouts = [layout(gray) for gray in grays]
     crops = [crop for item in layouts for crop in item.crops or []]
     inked = [k for k, crop in enumerate(crops) if crop.has_ink]
     probabilities = np.zeros((len(crops), NUM_CLASSES))  # a crop without ink: no digit, probability 0
+    whole = np.zeros(len(crops))
     if inked:
         probabilities[inked] = np.asarray(score([crops[k] for k in inked]), np.float64)
+        if judge is not None:
+            shapes = np.concatenate([item.shapes for item in layouts if item.crops])
+            whole[inked] = judge([crops[k] for k in inked], shapes[inked])
     readings, start = [], 0
     for item in layouts:
         count = len(item.crops or [])
-        readings.append(reading(item, probabilities[start : start + count], threshold, seen))
+        span = slice(start, start + count)
+        readings.append(reading(item, probabilities[span], whole[span], threshold, seen))
         start += count
     return readings
 
@@ -122,16 +124,19 @@ def layout(gray: np.ndarray) -> Layout:
     pieces = [piece for u in order for piece in cut(comps, units == u, u)]
     spans = _spans(pieces, ink.line)
     boxes = [union([p.box for p in pieces[i:j]]) for i, j in spans]
-    priors = _priors(pieces, spans, boxes)
+    shapes = geometry(pieces, spans, boxes, ink.line)
     crops = [_crop(ink, pieces[i:j], box) for (i, j), box in zip(spans, boxes)]
-    return Layout((height, width), scale, origin, ink, pieces, spans, boxes, priors, crops)
+    return Layout((height, width), scale, origin, ink, pieces, spans, boxes, shapes, crops)
 
 
-def reading(item: Layout, probabilities: np.ndarray, threshold: float, seen: bool = False) -> dict[str, Any]:
-    """The answer for one image from its candidates' probabilities: the best partition into digits."""
+def reading(
+    item: Layout, probabilities: np.ndarray, whole: np.ndarray, threshold: float, seen: bool = False
+) -> dict[str, Any]:
+    """The answer for one image from its candidates' probabilities and log P(whole digit): the best partition
+    into digits."""
     if item.reason is not None:
         return {"text": "", "digits": [], "confidence": None, "is_number": False, "reason": item.reason, "error": None}
-    scores = np.log(np.maximum(probabilities.max(1), 1e-12)) + item.priors
+    scores = np.log(np.maximum(probabilities.max(1), 1e-12)) + whole
     chosen = _best_partition(item.spans, scores)
     digits = [_digit(probabilities[k], item.boxes[k], item) for k in chosen]
     if seen:
@@ -207,21 +212,6 @@ def _spans(pieces: list[Piece], line: float) -> list[tuple[int, int]]:
         if right[0] - left[2] <= JOIN * line and lower < JOIN_HEIGHT * higher and x1 - x0 <= MAX_WIDTH * (y1 - y0):
             spans.append((bounds[k], bounds[k + 2]))
     return spans
-
-
-def _priors(pieces: list[Piece], spans: list[tuple[int, int]], boxes: list[Box]) -> np.ndarray:
-    """Log prior of each candidate digit's shape: a penalty for being wider than digits are, and, for a part
-    of a cut unit, for being lower than the unit and for a cut on its left through several strokes."""
-    unit_heights = {p.unit: _height(union([q.box for q in pieces if q.unit == p.unit])) for p in pieces}
-    priors = []
-    for (i, j), (x0, y0, x1, y1) in zip(spans, boxes):
-        prior = -WIDE_PENALTY * max(0.0, (x1 - x0) / (y1 - y0) - WIDE)
-        unit = pieces[i].unit
-        if any(p.unit == unit for p in pieces[:i] + pieces[j:]):  # a part of a cut unit
-            prior -= LOW_PENALTY * max(0.0, LOW - (y1 - y0) / unit_heights[unit])
-        prior -= CROSS_PENALTY * max(0, pieces[i].crossed - 1)
-        priors.append(prior)
-    return np.array(priors)
 
 
 def _crop(ink: Ink, pieces: list[Piece], box: Box) -> Preprocessed:

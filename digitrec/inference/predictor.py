@@ -32,7 +32,9 @@ from digitrec.inference.numbers import read_numbers
 from digitrec.inference.pictures import digit_figure
 from digitrec.inference.preprocess import Preprocessed, as_is, mnist_style, to_grayscale
 from digitrec.inference.pretrained import bundled_weights
+from digitrec.inference.segments import load_segment_net, whole_digit_log_prob
 from digitrec.models import model_name as registry_name
+from digitrec.models.segments import SegmentNet
 from digitrec.validation import check_range, positive_int
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class DigitPredictor:
                     path,
                     path,
                 )
+        self._segments: SegmentNet | None = None  # loaded at the first reading of a number
 
     def __repr__(self) -> str:
         given = str(self.checkpoint) if len(self.checkpoints) == 1 else [str(c) for c in self.checkpoints]
@@ -145,7 +148,7 @@ class DigitPredictor:
         `preprocess` says; with `seen`, each digit also has `seen`, the 28×28 image the network saw. An
         unusable image raises a `DigitrecError` naming it, as in `predict`.
         """
-        return read_numbers([to_grayscale(read_image(image))], self._score, self.threshold, seen)[0]
+        return read_numbers([to_grayscale(read_image(image))], self._score, self.threshold, seen, self._judge)[0]
 
     def read_batch(self, images: Iterable[ImageInput]) -> list[Result]:
         """`read` for each image, in input order; an unusable item gets `error` set instead of stopping the others."""
@@ -161,7 +164,7 @@ class DigitPredictor:
                 results.append(
                     {"text": "", "digits": [], "confidence": None, "is_number": False, "reason": None, "error": str(e)}
                 )
-        readings = iter(read_numbers(grays, self._score, self.threshold))
+        readings = iter(read_numbers(grays, self._score, self.threshold, judge=self._judge))
         return [next(readings) if result is None else result for result in results]
 
     def _score(self, items: Sequence[Preprocessed]) -> np.ndarray:
@@ -170,6 +173,12 @@ class DigitPredictor:
         return torch.cat(
             [self.probabilities(torch.stack([item.tensor() for item in chunk])) for chunk in chunks]
         ).numpy()
+
+    def _judge(self, crops: Sequence[Preprocessed], shapes: np.ndarray) -> np.ndarray:
+        """log P(one whole digit) of each candidate of a number (`digitrec.inference.segments`)."""
+        if self._segments is None:
+            self._segments = load_segment_net()
+        return whole_digit_log_prob(self._segments, crops, shapes)
 
     def visualise(self, image: ImageInput, output_path: str | os.PathLike) -> Result:
         """Write a picture in the format the file name says (.png, .jpg, .pdf, .svg): the input as
