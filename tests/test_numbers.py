@@ -366,7 +366,7 @@ def test_all_crops_of_all_images_are_scored_and_judged_in_one_call() -> None:
     images = [draw(row([1, 2]), (200, 100)), np.full((50, 50), 255, np.uint8), draw(row([2, 3, 0], gap=-9), (260, 100))]
     answers = read_numbers([image / 255 for image in images], counting, 0.5, judge=counting_judge)
     assert [a["text"] for a in answers] == ["12", "", "230"]
-    assert [kind for kind, _ in calls] == ["score", "judge"] and calls[0][1] == calls[1][1]
+    assert [kind for kind, _ in calls] == ["judge", "score"] and calls[1][1] <= calls[0][1]  # parts ruled out
 
 
 # --- connected components ---------------------------------------------------------------------------

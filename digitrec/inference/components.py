@@ -6,7 +6,7 @@ vectorised over runs, so a 1000×300 mask takes about a millisecond.
 
 `group`: components make units, each one digit or several touching ones (see `digitrec.inference.numbers`);
 `cut`: a unit wide enough for several digits is cut into pieces along the cheapest paths through its ink,
-and straight down every `STRAIGHT` of its height between them.
+and straight down every `STRAIGHT` line heights between them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SPLIT = 0.75  # of its height: a unit wider than this may be several touching di
 CUT_SPACING = 0.4  # of its height: a unit gets a candidate cut per this much width beyond the first ...
 MAX_CUTS = 6  # ... up to this many
 MIN_PIECE = 0.1  # of the unit's height: no cut nearer than this to its side or to another cut
-STRAIGHT = 0.12  # of its height: besides those, a straight cut per this much width (overlapping digits share ink
+STRAIGHT = 0.12  # line heights: besides those, a straight cut per this much width (overlapping digits share ink
 STRAIGHT_GAP = 0.08  # that no cheap path avoids), none nearer than this to another cut
 MAX_MARKS = 100  # components besides the specks: more are not one number
 DRIFT = 0.05  # ink pixels: what a sideways step of a cut path costs (cuts go straight where they can)
@@ -200,8 +200,9 @@ def group(comps: Components, tiny: float) -> tuple[np.ndarray, float]:
     return units, line
 
 
-def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
-    """The unit, cut along the cheapest paths through its ink when it is wide enough for two digits."""
+def cut(comps: Components, members: np.ndarray, unit: int, line: float) -> list[Piece]:
+    """The unit, cut along the cheapest paths through its ink when it is wide enough for two digits, and
+    straight down between them."""
     box = union(comps.boxes[members])
     x0, y0, x1, y1 = box
     height, width = y1 - y0, x1 - x0
@@ -216,8 +217,9 @@ def cut(comps: Components, members: np.ndarray, unit: int) -> list[Piece]:
     for end in ends[np.argsort(costs[ends], kind="stable")]:  # the cheapest, not too near each other
         if len(cuts) < wanted and all(abs(paths[:, end].mean() - c.mean()) >= margin for c in cuts):
             cuts.append(paths[:, end])
-    for column in np.arange(margin + STRAIGHT * height / 2, width - margin, STRAIGHT * height).astype(int):
-        if all(abs(column - c.mean()) >= STRAIGHT_GAP * height for c in cuts):
+    straight = np.arange(margin + STRAIGHT * line / 2, width - margin, STRAIGHT * line).astype(int)
+    for column in straight:
+        if all(abs(column - c.mean()) >= STRAIGHT_GAP * line for c in cuts):
             cuts.append(np.full(height, column))
     edges = [np.zeros(height, np.int64), *sorted(cuts, key=np.mean), np.full(height, width)]
     for k in range(1, len(edges)):  # cut paths never cross

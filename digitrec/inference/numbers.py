@@ -15,8 +15,9 @@
    `CUT_SPACING` of width, and straight down between them (overlapping digits share ink no path avoids).
 4. Candidates: every whole unit, every run of neighbouring pieces of a cut unit tall and narrow enough
    for a digit, and two neighbouring units nearly touching (`JOIN`) when one is much lower (`JOIN_HEIGHT`:
-   a 4 whose bar stops short of its stem). Each is cropped to its own ink, preprocessed as `predict` does
-   (`mnist_style`), and scored with all the others of the image in one batch.
+   a 4 whose bar stops short of its stem). Each is cropped to its own ink and made MNIST-like as `predict`
+   does (its last steps, `centred`: the ink is clean already). All candidates of the image are judged
+   whole or not in one batch, and those not ruled out are scored by the classifier in one more.
 5. The reading is the partition of the pieces into candidates with the highest joint probability, each
    candidate's the classifier's probability of its digit times the probability that it is one whole digit
    (`digitrec.inference.segments`: a network that sees the crop and its shape on the line; the classifier
@@ -37,8 +38,9 @@ from PIL import Image
 from digitrec.data.mnist import NUM_CLASSES
 from digitrec.inference.components import MAX_MARKS, Box, Components, Piece, cut, group, label, union
 from digitrec.inference.images import MIN_SIDE
-from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, ink_contrast, mnist_style
+from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, centred, ink_contrast
 from digitrec.inference.segments import geometry
+from digitrec.models.segments import GEOMETRY
 
 COARSE_PIXELS = 1 << 16  # the image is first reduced to about this many pixels to find the line height ...
 LINE = 48  # ... then the part around the ink is resized (never enlarged) to make the line this many pixels high,
@@ -47,6 +49,7 @@ MASK_FRACTION = 0.3  # ink above this fraction of the peak is in the mask
 JOIN = 0.15  # line heights: neighbouring units this close ...
 JOIN_HEIGHT = 0.75  # ... one of them lower than this fraction of the other, may be one digit
 MIN_HEIGHT = 0.5  # of the unit's height: the lowest part of a cut unit that may be a digit
+RULED_OUT = math.log(1e-3)  # log P(one whole digit): a part of a cut unit judged less likely is not read at all
 MAX_WIDTH = 1.4  # of the larger of its height and the line height: the widest part of a cut unit that may be one
 
 Scorer = Callable[[Sequence[Preprocessed]], np.ndarray]  # (N, 10) calibrated probabilities per crop
@@ -81,19 +84,22 @@ class Layout:
 def read_numbers(
     grays: Sequence[np.ndarray], score: Scorer, threshold: float, seen: bool = False, judge: Judge | None = None
 ) -> list[dict[str, Any]]:
-    """Readings of grayscale images (H×W in [0, 1]); the crops of all the images are scored in one call, and
-    judged whole or not in one more (without a `judge`, every candidate counts as whole). With `seen`, each
-    digit also has `seen`: the 28×28 image (float, in [0, 1]) the network saw."""
+    """Readings of grayscale images (H×W in [0, 1]). The candidates of all the images are judged whole or not
+    in one call (without a `judge`, every candidate counts as whole), then those not ruled out (`RULED_OUT`)
+    are scored in one more. With `seen`, each digit also has `seen`: the 28×28 image (float, in [0, 1]) the
+    network saw."""
     layouts = [layout(gray) for gray in grays]
     crops = [crop for item in layouts for crop in item.crops or []]
-    inked = [k for k, crop in enumerate(crops) if crop.has_ink]
-    probabilities = np.zeros((len(crops), NUM_CLASSES))  # a crop without ink: no digit, probability 0
+    inked = np.array([crop.has_ink for crop in crops], bool)
+    probabilities = np.zeros((len(crops), NUM_CLASSES))  # not scored: no digit, probability 0
     whole = np.zeros(len(crops))
-    if inked:
-        probabilities[inked] = np.asarray(score([crops[k] for k in inked]), np.float64)
+    if inked.any():
         if judge is not None:
             shapes = np.concatenate([item.shapes for item in layouts if item.crops])
-            whole[inked] = judge([crops[k] for k in inked], shapes[inked])
+            whole[inked] = judge([crop for crop, ink in zip(crops, inked) if ink], shapes[inked])
+            unit = shapes[:, GEOMETRY.index("part of a cut unit")] == 0  # always read: a reading always exists
+            inked &= unit | (whole > RULED_OUT)
+        probabilities[inked] = np.asarray(score([crop for crop, ink in zip(crops, inked) if ink]), np.float64)
     readings, start = [], 0
     for item in layouts:
         count = len(item.crops or [])
@@ -121,7 +127,7 @@ def layout(gray: np.ndarray) -> Layout:
             ink, scale, origin = finer_ink, finer, (x0, y0)
     comps, units = ink.comps, ink.units
     order = sorted(range(units.max() + 1), key=lambda u: _centre(comps.boxes[units == u]))
-    pieces = [piece for u in order for piece in cut(comps, units == u, u)]
+    pieces = [piece for u in order for piece in cut(comps, units == u, u, ink.line)]
     spans = _spans(pieces, ink.line)
     boxes = [union([p.box for p in pieces[i:j]]) for i, j in spans]
     shapes = geometry(pieces, spans, boxes, ink.line)
@@ -215,8 +221,8 @@ def _spans(pieces: list[Piece], line: float) -> list[tuple[int, int]]:
 
 
 def _crop(ink: Ink, pieces: list[Piece], box: Box) -> Preprocessed:
-    """The candidate's own ink (its mask grown by the faint edges of its strokes, not into other ink), on a
-    margin of background, MNIST-style preprocessed."""
+    """The candidate's own ink (its mask grown by the faint edges of its strokes, not into other ink),
+    MNIST-style: the ink is clean already, so only the box, the size and the centring of `mnist_style`."""
     x0, y0, x1, y1 = box
     own = np.zeros((y1 - y0, x1 - x0), bool)
     for piece in pieces:
@@ -228,8 +234,10 @@ def _crop(ink: Ink, pieces: list[Piece], box: Box) -> Preprocessed:
         grown[:, 1:] |= grown[:, :-1]
         grown[:, :-1] |= grown[:, 1:]
     pixels = np.where(own | (grown & ~ink.mask[y0:y1, x0:x1]), ink.clean[y0:y1, x0:x1], 0)
-    pad = max(2, round(0.1 * max(pixels.shape)))  # a border of background, never a sliver of it
-    return mnist_style(np.pad(pixels / max(float(pixels.max()), 1e-6), pad))
+    rows, cols = np.flatnonzero(pixels.any(1)), np.flatnonzero(pixels.any(0))
+    if rows.size == 0:
+        return centred(pixels)  # no ink: the blank answer
+    return centred(pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
 
 
 def _best_partition(spans: list[tuple[int, int]], scores: np.ndarray) -> list[int]:

@@ -91,7 +91,12 @@ def mnist_style(gray: np.ndarray) -> Preprocessed:
     if peak < max(MIN_CONTRAST, threshold):
         return _blank(f"blank image: no ink stands out from the background (contrast {max(peak, 0):.2f})")
     ink = np.where(ink > NOISE_SIGMAS * noise, np.clip(ink, 0, 1), 0)
-    digit = ink[_digit_box(ink, ink_blurred > max(CROP_FRACTION * peak, threshold))]
+    return centred(ink[_digit_box(ink, ink_blurred > max(CROP_FRACTION * peak, threshold))])
+
+
+def centred(digit: np.ndarray) -> Preprocessed:
+    """Steps 6-7 on clean ink (light on 0) cut to the digit's box: the longer side resized to `DIGIT_SIDE`,
+    brightest at 1, placed by its centre of mass."""
     digit = _resize_longer_side(digit, DIGIT_SIDE)
     brightest = float(digit.max())
     if brightest <= 0:
