@@ -27,7 +27,8 @@ from test_serve_browser import answered
 from torch import nn
 
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD
-from digitrec.inference.components import _strokes_crossed, label
+from digitrec.inference import numbers
+from digitrec.inference.components import MAX_CUTS, _strokes_crossed, label
 from digitrec.inference.numbers import read_numbers
 from digitrec.inference.preprocess import Preprocessed, mnist_style
 from digitrec.inference.segments import load_segment_net, whole_digit_log_prob
@@ -332,6 +333,8 @@ def test_thin_strips_and_tiny_images_read_without_warnings(shape: tuple[int, int
         answer = read(image)
     for x0, y0, x1, y1 in boxes_of(answer):
         assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
+    # a rule hundreds of line heights long gets only the cheapest cuts, not a straight cut per few pixels
+    assert len(numbers.layout(image / 255).pieces) <= MAX_CUTS + 1
 
 
 def test_a_page_of_digits_is_not_a_number_and_costs_little() -> None:

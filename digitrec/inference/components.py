@@ -27,7 +27,8 @@ CUT_SPACING = 0.4  # of its height: a unit gets a candidate cut per this much wi
 MAX_CUTS = 6  # ... up to this many
 MIN_PIECE = 0.1  # of the unit's height: no cut nearer than this to its side or to another cut
 STRAIGHT = 0.12  # line heights: besides those, a straight cut per this much width (overlapping digits share ink
-STRAIGHT_GAP = 0.08  # that no cheap path avoids), none nearer than this to another cut
+STRAIGHT_GAP = 0.08  # that no cheap path avoids), none nearer than this to another cut, in a unit ...
+STRAIGHT_UNIT = 10.0  # ... up to this many line heights wide (a longer one is a rule or a scribble, not digits)
 MAX_MARKS = 100  # components besides the specks: more are not one number
 DRIFT = 0.05  # ink pixels: what a sideways step of a cut path costs (cuts go straight where they can)
 
@@ -218,7 +219,7 @@ def cut(comps: Components, members: np.ndarray, unit: int, line: float) -> list[
         if len(cuts) < wanted and all(abs(paths[:, end].mean() - c.mean()) >= margin for c in cuts):
             cuts.append(paths[:, end])
     straight = np.arange(margin + STRAIGHT * line / 2, width - margin, STRAIGHT * line).astype(int)
-    for column in straight:
+    for column in straight if width <= STRAIGHT_UNIT * line else ():
         if all(abs(column - c.mean()) >= STRAIGHT_GAP * line for c in cuts):
             cuts.append(np.full(height, column))
     edges = [np.zeros(height, np.int64), *sorted(cuts, key=np.mean), np.full(height, width)]
