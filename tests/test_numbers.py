@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import math
 import re
@@ -740,6 +741,22 @@ def test_page_number_mode_reads_the_number_and_boxes_each_digit(browser_page) ->
         page.mouse.up()
     page.wait_for_function("() => document.querySelector('[data-testid=prediction]').textContent === '1'")
     assert "% confident" in page.get_by_test_id("confidence").text_content()
+
+
+def test_page_number_mode_chips_do_not_overlap_on_a_phone(page_url, browser) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(page_url)
+    page.get_by_test_id("mode-number").click()
+    _write(page, [7, 1, 1, 4, 1])
+    answered(page, endpoint="/read")
+    assert page.get_by_test_id("number").text_content() == "71141"
+    chips = [page.get_by_test_id("digit-box").nth(k).locator("span").bounding_box() for k in range(5)]
+    for a, b in itertools.combinations(chips, 2):
+        apart = a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+        assert apart or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"], (a, b)
+    assert re.fullmatch(r"7 · \d+ %", page.get_by_test_id("digit-box").nth(0).text_content())  # only hidden
+    context.close()
 
 
 # --- feedback on each digit of the number (the server stores it) -----------------------------------------

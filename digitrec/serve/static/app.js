@@ -352,15 +352,17 @@ function showDigitBox(digit) {
   // Its digit and confidence; once feedback on it is saved, the digit given: "0 ✓", or "0 → 6 ✓".
   const { element, saved } = digit;
   const percent = 100 * digit.confidence;
-  let chip = `${digit.digit} · ${percent.toFixed(0)} %`;
+  const chip = element.querySelector("span");
   let label = `${digit.title}: ${digit.digit}, ${percent.toFixed(1)} percent confident`;
   if (saved !== null) {
-    chip = saved === digit.digit ? `${digit.digit} ✓` : `${digit.digit} → ${saved} ✓`;
+    chip.textContent = saved === digit.digit ? `${digit.digit} ✓` : `${digit.digit} → ${saved} ✓`;
     label += `; saved as ${saved}`;
-  } else if (feedbackOn) {
-    label += "; select to say whether it is right";
+  } else {
+    const confidence = document.createElement("small");  // hidden on narrow screens, where chips would overlap
+    confidence.textContent = ` · ${percent.toFixed(0)} %`;
+    chip.replaceChildren(String(digit.digit), confidence);
+    if (feedbackOn) label += "; select to say whether it is right";
   }
-  element.querySelector("span").textContent = chip;
   element.setAttribute("aria-label", label);
   element.classList.toggle("saved", saved !== null);
 }
