@@ -91,15 +91,17 @@ def read_numbers(
     layouts = [layout(gray) for gray in grays]
     crops = [crop for item in layouts for crop in item.crops or []]
     inked = np.array([crop.has_ink for crop in crops], bool)
+    scored = inked.copy()
     probabilities = np.zeros((len(crops), NUM_CLASSES))  # not scored: no digit, probability 0
-    whole = np.zeros(len(crops))
+    whole = np.zeros(len(crops))  # log P(one whole digit): without a judge, 1 for every candidate
     if inked.any():
         if judge is not None:
             shapes = np.concatenate([item.shapes for item in layouts if item.crops])
             whole[inked] = judge([crop for crop, ink in zip(crops, inked) if ink], shapes[inked])
-            unit = shapes[:, GEOMETRY.index("part of a cut unit")] == 0  # always read: a reading always exists
-            inked &= unit | (whole > RULED_OUT)
-        probabilities[inked] = np.asarray(score([crop for crop, ink in zip(crops, inked) if ink]), np.float64)
+            unit = shapes[:, GEOMETRY.index("part of a cut unit")] == 0  # always scored: a reading always exists
+            scored &= unit | (whole > RULED_OUT)
+    if scored.any():
+        probabilities[scored] = np.asarray(score([crop for crop, use in zip(crops, scored) if use]), np.float64)
     readings, start = [], 0
     for item in layouts:
         count = len(item.crops or [])
