@@ -22,7 +22,7 @@ from digitrec.errors import CheckpointError, ConfigError
 from digitrec.evaluation.calibration import calibration_errors, fit_temperature
 from digitrec.evaluation.report import EvalOptions, evaluate_checkpoint
 from digitrec.evaluation.report_files import REPORT_FILES
-from digitrec.evaluation.sweep import compare_sweep
+from digitrec.evaluation.sweep import COLUMNS, compare_sweep, comparison_markdown
 from digitrec.evaluation.training_logs import read_training_curves
 from digitrec.inference.checkpoints import find_newest_checkpoint, load_network
 
@@ -284,6 +284,14 @@ def test_sweep_comparison_lists_every_job(tmp_path: Path, mnist_dir: Path) -> No
     with Image.open(sweep / "comparison.png") as image:
         assert image.format == "PNG"
     assert not [p for p in sweep.iterdir() if p.name.startswith(".")]
+
+
+def test_sweep_comparison_shows_users_digits_only_when_jobs_trained_on_them(tmp_path: Path) -> None:
+    row = dict.fromkeys(COLUMNS) | {"job": "0_cnn", "overrides": "model=cnn", "model": "cnn", "test_acc": 0.99}
+    assert "users' test acc" not in comparison_markdown(tmp_path, [row])
+    table = comparison_markdown(tmp_path, [row | {"test_acc_extra": 0.975}, {**row, "job": "1_cnn"}])
+    assert "| test acc | users' test acc |" in table
+    assert "| 0.9900 | 0.9750 |" in table and "| 0.9900 | n/a |" in table
 
 
 def test_sweep_dir_without_jobs_is_a_clear_error(tmp_path: Path) -> None:

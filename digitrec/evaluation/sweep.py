@@ -24,6 +24,7 @@ COLUMNS = (
     "model",
     "parameters",
     "test_acc",
+    "test_acc_extra",
     "macro_f1",
     "ece",
     "ece_scaled",
@@ -37,6 +38,7 @@ _HEADERS = (
     "model",
     "params",
     "test acc",
+    "users' test acc",
     "macro F1",
     "ECE",
     "ECE (T-scaled)",
@@ -104,7 +106,9 @@ def evaluate_job(job: Path, options: EvalOptions = EvalOptions()) -> dict[str, A
         return {**row, "status": f"failed: {reason}"}
     if summary.get("status") == "failed":  # train.py's own record of a job that failed in a multirun
         return {**row, "status": f"failed: {summary.get('error', 'see train.log')}"}
-    row.update({k: summary.get(k, row.get(k)) for k in ("model", "parameters", "fit_seconds", "epochs")})
+    row.update(
+        {k: summary.get(k, row.get(k)) for k in ("model", "parameters", "test_acc_extra", "fit_seconds", "epochs")}
+    )
     ckpt = _job_checkpoint(job, summary)
     if ckpt is None:
         return {**row, "status": "failed: no best checkpoint (was checkpointing off, e.g. fast_dev_run?)"}
@@ -129,7 +133,7 @@ def _cell(column: str, value: Any) -> str:
         return "n/a"
     if column == "parameters":
         return f"{value:,}"
-    if column in ("test_acc", "macro_f1", "ece", "ece_scaled"):
+    if column in ("test_acc", "test_acc_extra", "macro_f1", "ece", "ece_scaled"):
         return f"{value:.4f}"
     if column == "fit_seconds":
         return f"{value:.1f}"
@@ -140,15 +144,18 @@ def comparison_markdown(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     """The table; its overrides column keeps only what differs between jobs (the rest is listed once below)."""
     per_job = [row["overrides"].split() for row in rows]
     shared = [o for o in per_job[0] if all(o in job for job in per_job)] if per_job else []
+    # users' digits (data.extra) are scored only in sweeps that train on them
+    shown = [k for k, c in enumerate(COLUMNS) if c != "test_acc_extra" or any(row[c] is not None for row in rows)]
     lines = [
         f"# Sweep comparison: {sweep_dir}",
         "",
-        "| " + " | ".join(_HEADERS) + " |",
-        "|" + "|".join("---" for _ in _HEADERS) + "|",
+        "| " + " | ".join(_HEADERS[k] for k in shown) + " |",
+        "|" + "|".join("---" for _ in shown) + "|",
     ]
     for row, overrides in zip(rows, per_job):
         varying = " ".join(o for o in overrides if o not in shared)
-        lines.append("| " + " | ".join(_cell(c, varying if c == "overrides" else row[c]) for c in COLUMNS) + " |")
+        cells = (_cell(COLUMNS[k], varying if COLUMNS[k] == "overrides" else row[COLUMNS[k]]) for k in shown)
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if shared:
         lines.append(f"Overrides shared by every job: `{' '.join(shared)}`")
