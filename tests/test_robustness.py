@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -126,3 +127,22 @@ def test_training_corruptions_are_kept_as_a_plain_list(tmp_path: Path) -> None:
     path = tmp_path / "hparams.pt"
     torch.save(dict(module.hparams), path)
     assert torch.load(path, weights_only=True)["corruptions"] == ["shot_noise", "fog"]
+
+
+def test_the_last_clean_epochs_train_on_undamaged_digits(digits: torch.Tensor, tmp_path: Path) -> None:
+    batch = (digits, torch.arange(len(digits)) % 10)
+
+    def training_batch(dm: MNISTDataModule, epoch: int, max_epochs: int = 5) -> torch.Tensor:
+        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch, max_epochs=max_epochs)
+        torch.manual_seed(0)
+        return dm.on_after_batch_transfer(batch, 0)[0]
+
+    plain = MNISTDataModule(data_dir=str(tmp_path))
+    tail = MNISTDataModule(data_dir=str(tmp_path), corruptions=["brightness"], corruption_p=1.0, clean_epochs=2)
+    assert not torch.equal(training_batch(tail, 2), training_batch(plain, 2))
+    assert torch.equal(training_batch(tail, 3), training_batch(plain, 3))
+    assert torch.equal(training_batch(tail, 4), training_batch(plain, 4))
+    with pytest.raises(ConfigError, match=r"clean_epochs=2 needs trainer.max_epochs above it \(got -1\)"):
+        training_batch(tail, 0, max_epochs=-1)
+    with pytest.raises(ConfigError, match="clean_epochs must be >= 0"):
+        MNISTDataModule(data_dir=str(tmp_path), clean_epochs=-1)

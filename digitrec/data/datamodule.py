@@ -1,7 +1,8 @@
 """`MNISTDataModule`: MNIST in memory as uint8, a seeded validation split, batches augmented on their device.
 
 Training batches are warped (`digitrec.data.augment`) and, with `corruptions`, a share `corruption_p` of
-them damaged by the named corruptions of `digitrec.data.corruptions` at a random severity.
+them damaged by the named corruptions of `digitrec.data.corruptions` at a random severity, except in the
+last `clean_epochs` epochs: there the end of the learning-rate schedule tunes the network on clean digits.
 
 With `extra` (feedback stores or their exports, `digitrec.data.extra`), a share `extra_fraction` of every
 training batch is users' digits, and a share `extra_holdout` of those digits is held out: validation and
@@ -83,6 +84,7 @@ class MNISTDataModule(L.LightningDataModule):
         elastic_sigma: float = 4.0,
         corruptions: list[str] | None = None,
         corruption_p: float = 0.5,
+        clean_epochs: int = 0,
         extra: list[str] | None = None,
         extra_fraction: float = 0.25,
         extra_holdout: float = 0.2,
@@ -98,6 +100,8 @@ class MNISTDataModule(L.LightningDataModule):
                 f"data.elastic_alpha must be >= 0 and data.elastic_sigma > 0, got {elastic_alpha}, {elastic_sigma}."
             )
         check_range("data.corruption_p", corruption_p, 0, 1)
+        if clean_epochs < 0:
+            raise ConfigError(f"data.clean_epochs must be >= 0, got {clean_epochs!r}.")
         try:  # a plain list, not Hydra's ListConfig: checkpoints hold only what weights_only=True loads
             corruptions = check_names(corruptions, "data.corruptions") if corruptions else None
         except ValueError as e:
@@ -206,6 +210,21 @@ class MNISTDataModule(L.LightningDataModule):
         x = to_pixels(images)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             x = augment_batch(x, self.hparams.elastic_alpha, self.hparams.elastic_sigma)
-            if self.hparams.corruptions:
+            if self._corrupting():
                 x = corrupt_randomly(x, self.hparams.corruptions, self.hparams.corruption_p)
         return normalize(x), labels
+
+    def _corrupting(self) -> bool:
+        """Whether this training epoch gets corruptions: all but the last `clean_epochs` do."""
+        if not self.hparams.corruptions:
+            return False
+        clean = self.hparams.clean_epochs
+        if clean == 0:
+            return True
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs <= clean:
+            raise ConfigError(
+                f"data.clean_epochs={clean} needs trainer.max_epochs above it (got {max_epochs}): "
+                "the clean epochs are the last ones of a run of known length."
+            )
+        return self.trainer.current_epoch < max_epochs - clean
