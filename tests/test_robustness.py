@@ -129,7 +129,9 @@ def test_training_corruptions_are_kept_as_a_plain_list(tmp_path: Path) -> None:
     assert torch.load(path, weights_only=True)["corruptions"] == ["shot_noise", "fog"]
 
 
-def test_the_last_clean_epochs_train_on_undamaged_digits(digits: torch.Tensor, tmp_path: Path) -> None:
+def test_the_last_clean_epochs_train_on_undamaged_digits(
+    digits: torch.Tensor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     batch = (digits, torch.arange(len(digits)) % 10)
 
     def training_batch(dm: MNISTDataModule, epoch: int, max_epochs: int = 5) -> torch.Tensor:
@@ -140,7 +142,9 @@ def test_the_last_clean_epochs_train_on_undamaged_digits(digits: torch.Tensor, t
     plain = MNISTDataModule(data_dir=str(tmp_path))
     tail = MNISTDataModule(data_dir=str(tmp_path), corruptions=["brightness"], corruption_p=1.0, clean_epochs=2)
     assert not torch.equal(training_batch(tail, 2), training_batch(plain, 2))
-    assert torch.equal(training_batch(tail, 3), training_batch(plain, 3))
+    with caplog.at_level("INFO", logger="digitrec.data.datamodule"):
+        assert torch.equal(training_batch(tail, 3), training_batch(plain, 3))
+    assert "Epoch 3: clean digits only from here to the end (data.clean_epochs=2)" in caplog.text
     assert torch.equal(training_batch(tail, 4), training_batch(plain, 4))
     with pytest.raises(ConfigError, match=r"clean_epochs=2 needs trainer.max_epochs above it \(got -1\)"):
         training_batch(tail, 0, max_epochs=-1)

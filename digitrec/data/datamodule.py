@@ -125,6 +125,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
         self.extra_train_set = self.extra_val_set = self.extra_test_set = None
         self.checksums: dict[str, str] = {}
+        self._clean_announced = False
 
     @property
     def raw_dir(self) -> Path:
@@ -227,4 +228,12 @@ class MNISTDataModule(L.LightningDataModule):
                 f"data.clean_epochs={clean} needs trainer.max_epochs above it (got {max_epochs}): "
                 "the clean epochs are the last ones of a run of known length."
             )
-        return self.trainer.current_epoch < max_epochs - clean
+        corrupting = self.trainer.current_epoch < max_epochs - clean
+        if not corrupting and not self._clean_announced:
+            log.info(
+                "Epoch %d: clean digits only from here to the end (data.clean_epochs=%d).",
+                self.trainer.current_epoch,
+                clean,
+            )
+            self._clean_announced = True
+        return corrupting
