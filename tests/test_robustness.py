@@ -148,5 +148,6 @@ def test_the_last_clean_epochs_train_on_undamaged_digits(
     assert torch.equal(training_batch(tail, 4), training_batch(plain, 4))
     with pytest.raises(ConfigError, match=r"clean_epochs=2 needs trainer.max_epochs above it \(got -1\)"):
         training_batch(tail, 0, max_epochs=-1)
-    with pytest.raises(ConfigError, match="clean_epochs must be >= 0"):
-        MNISTDataModule(data_dir=str(tmp_path), clean_epochs=-1)
+    for bad in (-1, "2", None):
+        with pytest.raises(ConfigError, match=f"clean_epochs must be a non-negative integer, got {bad!r}"):
+            MNISTDataModule(data_dir=str(tmp_path), clean_epochs=bad)

@@ -100,8 +100,7 @@ class MNISTDataModule(L.LightningDataModule):
                 f"data.elastic_alpha must be >= 0 and data.elastic_sigma > 0, got {elastic_alpha}, {elastic_sigma}."
             )
         check_range("data.corruption_p", corruption_p, 0, 1)
-        if clean_epochs < 0:
-            raise ConfigError(f"data.clean_epochs must be >= 0, got {clean_epochs!r}.")
+        check_range("data.clean_epochs", clean_epochs, 0, integer=True)
         try:  # a plain list, not Hydra's ListConfig: checkpoints hold only what weights_only=True loads
             corruptions = check_names(corruptions, "data.corruptions") if corruptions else None
         except ValueError as e:
