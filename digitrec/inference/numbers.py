@@ -38,7 +38,14 @@ from PIL import Image
 from digitrec.data.mnist import NUM_CLASSES
 from digitrec.inference.components import MAX_MARKS, Box, Components, Piece, cut, group, label, union
 from digitrec.inference.images import MIN_SIDE
-from digitrec.inference.preprocess import MIN_CONTRAST, NOISE_SIGMAS, Preprocessed, centred, ink_contrast
+from digitrec.inference.preprocess import (
+    MIN_CONTRAST,
+    NOISE_SIGMAS,
+    Preprocessed,
+    bounding_box,
+    centred,
+    ink_contrast,
+)
 from digitrec.inference.segments import geometry
 from digitrec.models.segments import GEOMETRY
 
@@ -236,10 +243,7 @@ def _crop(ink: Ink, pieces: list[Piece], box: Box) -> Preprocessed:
         grown[:, 1:] |= grown[:, :-1]
         grown[:, :-1] |= grown[:, 1:]
     pixels = np.where(own | (grown & ~ink.mask[y0:y1, x0:x1]), ink.clean[y0:y1, x0:x1], 0)
-    rows, cols = np.flatnonzero(pixels.any(1)), np.flatnonzero(pixels.any(0))
-    if rows.size == 0:
-        return centred(pixels)  # no ink: the blank answer
-    return centred(pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    return centred(pixels[bounding_box(pixels > 0)] if pixels.any() else pixels)  # no ink: the blank answer
 
 
 def _best_partition(spans: list[tuple[int, int]], scores: np.ndarray) -> list[int]:

@@ -162,15 +162,16 @@ def _ink_up(gray: np.ndarray, blurred: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _digit_box(ink: np.ndarray, coarse_mask: np.ndarray) -> tuple[slice, slice]:
     """The box of `coarse_mask` (found on a strong blur), tightened on a 3×3 blur of the ink
     (one pixel of spread, noise still divided by 3), then fitted to the ink pixels around it."""
-    coarse = _bounding_box(coarse_mask)
+    coarse = bounding_box(coarse_mask)
     fine = _box_blur(ink[coarse], 3)
     if not fine.any():  # all of it was under the noise floor
         return coarse
-    box = _offset(_bounding_box(fine > CROP_FRACTION * fine.max()), coarse)
+    box = _offset(bounding_box(fine > CROP_FRACTION * fine.max()), coarse)
     return _refine(box, ink > 0, GROW)
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The smallest box holding every True pixel of a mask that has one."""
     rows, cols = np.nonzero(mask)
     return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
 
@@ -185,7 +186,7 @@ def _refine(box: tuple[slice, slice], mask: np.ndarray, margin: int) -> tuple[sl
     rows, cols = box
     top, left = max(rows.start - margin, 0), max(cols.start - margin, 0)
     window = (slice(top, rows.stop + margin), slice(left, cols.stop + margin))
-    return _offset(_bounding_box(mask[window]), window) if mask[window].any() else box
+    return _offset(bounding_box(mask[window]), window) if mask[window].any() else box
 
 
 def _noise_sigma(image: np.ndarray) -> float:
