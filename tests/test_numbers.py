@@ -29,7 +29,7 @@ from torch import nn
 
 from digitrec.data.mnist import MNIST_MEAN, MNIST_STD
 from digitrec.inference import numbers
-from digitrec.inference.components import MAX_CUTS, _strokes_crossed, label
+from digitrec.inference.components import MAX_CUTS, Piece, _strokes_crossed, label
 from digitrec.inference.numbers import read_numbers
 from digitrec.inference.preprocess import Preprocessed, mnist_style
 from digitrec.inference.segments import load_segment_net, whole_digit_log_prob
@@ -373,6 +373,27 @@ def test_all_crops_of_all_images_are_scored_and_judged_in_one_call() -> None:
     assert [kind for kind, _ in calls] == ["judge", "score"] and calls[1][1] <= calls[0][1]  # parts ruled out
 
 
+def one_or_two(part: float, merged: float, units: tuple[int, int] = (0, 0)) -> str:
+    """The reading of two pieces (of one cut unit, or of two `units`) that the classifier reads alone as 1 and 2
+    (each with probability `part`) or together as an 8 (`merged`), every candidate judged whole."""
+    boxes = [(0, 0, 28, 28), (28, 0, 56, 28), (0, 0, 56, 28)]
+    pieces = [Piece(np.ones(1, bool), (0, np.zeros(0), np.zeros(0)), box, unit) for box, unit in zip(boxes, units)]
+    layout = numbers.Layout((28, 56), pieces=pieces, spans=[(0, 1), (1, 2), (0, 2)], boxes=boxes)
+    probabilities = np.zeros((3, 10))
+    probabilities[0, 1] = probabilities[1, 2] = part
+    probabilities[2, 8] = merged
+    return numbers.reading(layout, probabilities, np.zeros(3), 0.5)["text"]
+
+
+def test_two_confident_digits_beat_one_slightly_more_confident_merged_digit() -> None:
+    assert 0.9 * 0.9 < 0.85  # the plain product prefers the merged 8 ...
+    assert one_or_two(part=0.9, merged=0.85) == "12"  # ... the bonus per digit read does not
+    assert one_or_two(part=0.5, merged=0.99) == "8"  # two unlikely parts still lose
+    # two units joined (a 4 whose bar stops short of its stem): the bonus takes no side
+    assert one_or_two(part=0.9, merged=0.85, units=(0, 1)) == "8"
+    assert one_or_two(part=0.9, merged=0.8, units=(0, 1)) == "12"
+
+
 # --- connected components ---------------------------------------------------------------------------
 
 
@@ -642,6 +663,24 @@ def test_bench_command_prints_its_tables(tmp_path: Path, capsys) -> None:
     assert re.search(r"\| all \| 6 \| [\d.]+ % \| [\d.]+ % \|", out)
     assert "| exact (numbers) | 2 digits | 3 digits |" in out and "| overlapping |" in out
     assert "A separated 4-digit number on a 1000×300 image: " in out and "one by one through predict" in out
+
+
+def test_bench_tunes_on_validation_digits_with_another_digit_bonus(tmp_path: Path, capsys, caplog) -> None:
+    from digitrec.bench.latency import untrained_checkpoint
+    from digitrec.bench.numbers import digit_bonus, main
+
+    checkpoint = untrained_checkpoint("speednet", tmp_path / "speednet.ckpt")
+    args = ["--checkpoint", str(checkpoint), "--count", "4", "--repeats", "1", "--threads", "1"]
+    own = numbers.DIGIT_BONUS
+    assert main([*args, "--split", "validation", "--digit-bonus", "0"]) == 0
+    assert "4 numbers from MNIST validation digits, seed 0; digit bonus 0\n" in capsys.readouterr().out
+    assert numbers.DIGIT_BONUS == own  # the reader's own again
+    with digit_bonus(0.0):  # the plain product of the probabilities: the merged 8
+        assert one_or_two(part=0.9, merged=0.85) == "8"
+    assert one_or_two(part=0.9, merged=0.85) == "12"
+    with pytest.raises(SystemExit):
+        main([*args, "--digit-bonus", "nan"])
+    assert "--digit-bonus nan: give a finite number" in caplog.text
 
 
 # --- the page's number mode, in a real browser (skipped without Chromium and Playwright, as the page's tests) --

@@ -1,7 +1,8 @@
 """Reading whole numbers: `python -m digitrec.bench.numbers [--checkpoint CKPT] [--count 500] [--seed 0]`.
 
 Builds a seeded set of numbers of 2 to 8 digits from MNIST test digits (`--split train`: training
-digits, to tune the reader on) as `digitrec.data.numbers` describes. Each is read with
+digits; `--split validation`: the last 6,000 of them, which no number-reading model trained on: to tune the
+reader on) as `digitrec.data.numbers` describes. Each is read with
 `DigitPredictor.read`; the tables give, by gap class and by length, the exact readings, the digits read
 right (matched by position: a digit in a split or merged reading is wrong), the segmentation mistakes
 and the time per reading (from the decoded image); then the exact readings by gap class and length
@@ -12,15 +13,17 @@ and the time of a 4-digit reading of a 1000×300 image.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from digitrec.data.numbers import GAPS, LENGTHS, Number, make_number, make_numbers
+from digitrec.data.numbers import GAPS, LENGTHS, VALIDATION_DIGITS, Number, make_number, make_numbers
 from digitrec.errors import ConfigError, exit_on_user_error
 
 if TYPE_CHECKING:
@@ -57,6 +60,19 @@ def judge(reading: dict[str, Any], number: Number) -> dict[str, int]:
         "missed": sum(1 for t, c in enumerate(counts) if c == 0 and t not in covered),
         "order": int(one_each and owner != sorted(owner)),
     }
+
+
+@contextmanager
+def digit_bonus(value: float | None) -> Iterator[None]:
+    """The reader's `DIGIT_BONUS` set to `value` inside (None: the reader's own), as it was again after."""
+    from digitrec.inference import numbers as reader
+
+    kept = reader.DIGIT_BONUS
+    reader.DIGIT_BONUS = kept if value is None else value
+    try:
+        yield
+    finally:
+        reader.DIGIT_BONUS = kept
 
 
 def run(predictor: DigitPredictor, numbers: list[Number]) -> list[dict[str, Any]]:
@@ -134,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from digitrec.bench.machine import cpu_model
     from digitrec.data.mnist import default_data_dir, load_split, raw_dir
+    from digitrec.inference import numbers as reader
     from digitrec.inference.options import choose_model
     from digitrec.inference.predictor import DigitPredictor
 
@@ -151,9 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $DIGITREC_DATA_DIR or data/")
     parser.add_argument(
         "--split",
-        choices=("test", "train"),
+        choices=("test", "train", "validation"),
         default="test",
-        help="the MNIST digits the numbers are made of (default test; train to tune the reader without the test set)",
+        help="the MNIST digits the numbers are made of (default test; train, or validation: the last "
+        f"{VALIDATION_DIGITS:,} training digits, to tune the reader without the test set)",
+    )
+    parser.add_argument(
+        "--digit-bonus",
+        type=float,
+        default=None,
+        help="read with this DIGIT_BONUS (log-probability added per digit read) instead of the reader's "
+        f"({reader.DIGIT_BONUS:g})",
     )
     parser.add_argument(
         "--gap", choices=list(GAPS), action="append", help="only numbers of this gap class (repeatable)"
@@ -164,18 +189,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError("--count, --repeats and --threads must be positive.")
+    if args.digit_bonus is not None and not math.isfinite(args.digit_bonus):
+        raise ConfigError(f"--digit-bonus {args.digit_bonus}: give a finite number, such as 0.25.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    split = load_split(raw_dir(args.data_dir or default_data_dir()), train=args.split == "train")
+    split = load_split(raw_dir(args.data_dir or default_data_dir()), train=args.split != "test")
     digits, labels = split.images[:, 0].numpy(), split.labels.numpy()
+    if args.split == "validation":
+        digits, labels = digits[-VALIDATION_DIGITS:], labels[-VALIDATION_DIGITS:]
     (checkpoint,), _ = choose_model([args.checkpoint] if args.checkpoint else None)
     predictor = DigitPredictor(checkpoint, device="cpu")
     numbers = make_numbers(digits, labels, args.count, args.seed, args.length or LENGTHS, args.gap or tuple(GAPS))
-    rows = run(predictor, numbers)
+    with digit_bonus(args.digit_bonus):
+        rows = run(predictor, numbers)
     print(
         f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
-        f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}"
+        f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}; "
+        f"digit bonus {reader.DIGIT_BONUS if args.digit_bonus is None else args.digit_bonus:g}"
         + "".join(
             f", {name}: {' '.join(map(str, only))}"
             for name, only in (("gaps", args.gap), ("lengths", args.length))

@@ -28,7 +28,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 
 from digitrec.bench.machine import cpu_model
 from digitrec.data.mnist import default_data_dir, load_split, raw_dir
-from digitrec.data.numbers import Number, make_numbers
+from digitrec.data.numbers import VALIDATION_DIGITS, Number, make_numbers
 from digitrec.errors import ConfigError, exit_on_user_error
 from digitrec.inference.checkpoints import card_file
 from digitrec.inference.numbers import Layout, layout
@@ -39,7 +39,6 @@ from digitrec.training.run import source_commit
 from digitrec.validation import positive_int
 
 MATCH = 0.75  # horizontal intersection over union with a true digit's box: the candidate is that digit, whole
-VALIDATION_DIGITS = 6000
 BATCH_SIZE = 512
 LEARNING_RATE = 2e-3
 
