@@ -1,8 +1,8 @@
 """Reading whole numbers: `python -m digitrec.bench.numbers [--checkpoint CKPT] [--count 500] [--seed 0]`.
 
 Builds a seeded set of numbers of 2 to 8 digits from MNIST test digits (`--split train`: training
-digits; `--split validation`: the last 6,000 of them, which no number-reading model trained on: to tune the
-reader on) as `digitrec.data.numbers` describes. Each is read with
+digits; `--split validation`: the last 6,000 of them, which the segment network never trained on: to tune
+the reader on) as `digitrec.data.numbers` describes. Each is read with
 `DigitPredictor.read`; the tables give, by gap class and by length, the exact readings, the digits read
 right (matched by position: a digit in a split or merged reading is wrong), the segmentation mistakes
 and the time per reading (from the decoded image); then the exact readings by gap class and length
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("test", "train", "validation"),
         default="test",
         help="the MNIST digits the numbers are made of (default test; train, or validation: the last "
-        f"{VALIDATION_DIGITS:,} training digits, to tune the reader without the test set)",
+        f"{VALIDATION_DIGITS:,} training digits, which the segment network never trained on, to tune the reader)",
     )
     parser.add_argument(
         "--digit-bonus",
