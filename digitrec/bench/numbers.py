@@ -63,12 +63,12 @@ def judge(reading: dict[str, Any], number: Number) -> dict[str, int]:
 
 
 @contextmanager
-def digit_bonus(value: float | None) -> Iterator[None]:
-    """The reader's `DIGIT_BONUS` set to `value` inside (None: the reader's own), as it was again after."""
+def digit_bonus(value: float) -> Iterator[None]:
+    """The reader's `DIGIT_BONUS` set to `value` inside, as it was again after."""
     from digitrec.inference import numbers as reader
 
     kept = reader.DIGIT_BONUS
-    reader.DIGIT_BONUS = kept if value is None else value
+    reader.DIGIT_BONUS = value
     try:
         yield
     finally:
@@ -189,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError("--count, --repeats and --threads must be positive.")
-    if args.digit_bonus is not None and not math.isfinite(args.digit_bonus):
-        raise ConfigError(f"--digit-bonus {args.digit_bonus}: give a finite number, such as 0.25.")
+    bonus = reader.DIGIT_BONUS if args.digit_bonus is None else args.digit_bonus
+    if not math.isfinite(bonus):
+        raise ConfigError(f"--digit-bonus {bonus}: give a finite number, such as 0.25.")
     if args.threads:
         torch.set_num_threads(args.threads)
     split = load_split(raw_dir(args.data_dir or default_data_dir()), train=args.split != "test")
@@ -200,13 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (checkpoint,), _ = choose_model([args.checkpoint] if args.checkpoint else None)
     predictor = DigitPredictor(checkpoint, device="cpu")
     numbers = make_numbers(digits, labels, args.count, args.seed, args.length or LENGTHS, args.gap or tuple(GAPS))
-    with digit_bonus(args.digit_bonus):
+    with digit_bonus(bonus):
         rows = run(predictor, numbers)
     print(
         f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
         f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}; "
-        f"digit bonus {reader.DIGIT_BONUS if args.digit_bonus is None else args.digit_bonus:g}"
+        f"digit bonus {bonus:g}"
         + "".join(
             f", {name}: {' '.join(map(str, only))}"
             for name, only in (("gaps", args.gap), ("lengths", args.length))

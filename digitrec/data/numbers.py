@@ -19,9 +19,8 @@ from PIL import Image
 GAPS = {"separated": (4.0, 10.0), "near": (1.0, 3.0), "touching": (0.0, 0.0), "overlapping": (-2.0, -1.0)}
 LENGTHS = range(2, 9)
 INK = 0.3  # of the peak: a digit's box is where its ink is above this (what the reader's mask keeps)
-VALIDATION_DIGITS = (
-    6000  # the last training digits: numbers to validate and tune the reader on, never to train the segment network
-)
+# the last training digits: numbers to validate and tune the reader on, never to train the segment network
+VALIDATION_DIGITS = 6000
 
 
 @dataclass(frozen=True)
