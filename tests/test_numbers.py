@@ -477,6 +477,24 @@ def test_predictor_reads_a_file_with_probabilities_that_sum_to_one(predictor, tm
         assert all(isinstance(v, int) for v in digit["box"])
 
 
+def test_predictor_reads_with_the_segment_network_it_is_given(predictor, tmp_path: Path) -> None:
+    from digitrec import DigitPredictor
+    from digitrec.errors import CheckpointError
+
+    judge_none_whole = load_segment_net()
+    with torch.no_grad():
+        judge_none_whole.head.bias.fill_(-50.0)  # no part of a cut unit is read, and fewer digits score higher
+    path = tmp_path / "none_whole.pt"
+    torch.save(judge_none_whole.state_dict(), path)
+    own = DigitPredictor(predictor.checkpoint, device="cpu", segments=path)
+    own.net, own.temperature = TemplateNet(), 1.0
+    image = draw(row([2, 3, 0, 2], gap=-9), (300, 100))  # two units of two touching digits each
+    assert predictor.read(image)["text"] == "2302"
+    assert len(own.read(image)["text"]) < 4
+    with pytest.raises(CheckpointError, match=r"nowhere\.pt: no such file for the network that reads numbers"):
+        DigitPredictor(predictor.checkpoint, device="cpu", segments=tmp_path / "nowhere.pt")
+
+
 def test_predictor_reads_a_lone_digit_like_predict(predictor) -> None:
     image = draw([(3, 40, 20, 60)], (150, 100))
     answer, single = predictor.read(image), predictor.predict(image)
@@ -673,7 +691,9 @@ def test_bench_tunes_on_validation_digits_with_another_digit_bonus(tmp_path: Pat
     args = ["--checkpoint", str(checkpoint), "--count", "4", "--repeats", "1", "--threads", "1"]
     own = numbers.DIGIT_BONUS
     assert main([*args, "--split", "validation", "--digit-bonus", "0"]) == 0
-    assert "4 numbers from MNIST validation digits, seed 0; digit bonus 0\n" in capsys.readouterr().out
+    assert "4 numbers from MNIST validation digits, seed 0; digit bonus 0, segment network bundled\n" in (
+        capsys.readouterr().out
+    )
     assert numbers.DIGIT_BONUS == own  # the reader's own again
     with digit_bonus(0.0):  # the plain product of the probabilities: the merged 8
         assert one_or_two(part=0.9, merged=0.85) == "8"
@@ -681,6 +701,9 @@ def test_bench_tunes_on_validation_digits_with_another_digit_bonus(tmp_path: Pat
     with pytest.raises(SystemExit):
         main([*args, "--digit-bonus", "nan"])
     assert "--digit-bonus nan: give a finite number" in caplog.text
+    with pytest.raises(SystemExit):
+        main([*args, "--segments", str(tmp_path / "nowhere.pt")])
+    assert "nowhere.pt: no such file for the network that reads numbers" in caplog.text
 
 
 # --- the page's number mode, in a real browser (skipped without Chromium and Playwright, as the page's tests) --

@@ -181,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({reader.DIGIT_BONUS:g})",
     )
     parser.add_argument(
+        "--segments",
+        type=Path,
+        default=None,
+        help="read with this segment network (a .pt of python -m digitrec.training.segments --out) instead of the bundled one",
+    )
+    parser.add_argument(
         "--gap", choices=list(GAPS), action="append", help="only numbers of this gap class (repeatable)"
     )
     parser.add_argument(
@@ -199,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.split == "validation":
         digits, labels = digits[-VALIDATION_DIGITS:], labels[-VALIDATION_DIGITS:]
     (checkpoint,), _ = choose_model([args.checkpoint] if args.checkpoint else None)
-    predictor = DigitPredictor(checkpoint, device="cpu")
+    predictor = DigitPredictor(checkpoint, device="cpu", segments=args.segments)
     numbers = make_numbers(digits, labels, args.count, args.seed, args.length or LENGTHS, args.gap or tuple(GAPS))
     with digit_bonus(bonus):
         rows = run(predictor, numbers)
@@ -207,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{predictor.model_name} ({checkpoint}, temperature {predictor.temperature:g} "
         f"{predictor.temperature_source}); {args.count} numbers from MNIST {args.split} digits, seed {args.seed}; "
-        f"digit bonus {bonus:g}"
+        f"digit bonus {bonus:g}, segment network {args.segments or 'bundled'}"
         + "".join(
             f", {name}: {' '.join(map(str, only))}"
             for name, only in (("gaps", args.gap), ("lengths", args.length))

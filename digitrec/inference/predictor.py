@@ -53,7 +53,9 @@ class DigitPredictor:
     `error` (a message, for an unusable input in `predict_batch`). Probabilities use the
     temperature `evaluate.py` calibrated for the checkpoint (kept beside it), else 1.0 with a warning:
     see `temperature_source`. Several checkpoints answer as an ensemble: the mean of their calibrated
-    probabilities; `tta` also averages over 1-px shifts and ±8° rotations of each image.
+    probabilities; `tta` also averages over 1-px shifts and ±8° rotations of each image. `segments` is
+    the weights file of the network that tells whole digits in `read` (default: the bundled one; make
+    your own with `python -m digitrec.training.segments --out FILE`).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class DigitPredictor:
         preprocess: bool = True,
         batch_size: int = 256,
         tta: bool = False,
+        segments: str | os.PathLike | None = None,
     ) -> None:
         if checkpoint is None:
             checkpoint = bundled_weights()
@@ -95,7 +98,8 @@ class DigitPredictor:
                     path,
                     path,
                 )
-        self._segments: SegmentNet | None = None  # loaded at the first reading of a number
+        # The network that reads numbers: one given is loaded now, to fail here; the bundled one at the first reading.
+        self._segments: SegmentNet | None = None if segments is None else load_segment_net(segments)
 
     def __repr__(self) -> str:
         given = str(self.checkpoint) if len(self.checkpoints) == 1 else [str(c) for c in self.checkpoints]

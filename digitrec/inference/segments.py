@@ -55,6 +55,11 @@ def geometry(
 
 def load_segment_net(path: str | os.PathLike = SEGMENTS_FILE) -> SegmentNet:
     """The network in a weights file (a state dict, loaded with `weights_only=True`), in float32, for inference."""
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"{path}: no such file for the network that reads numbers; give the .pt file that "
+            f"python -m digitrec.training.segments --out FILE wrote (default {SEGMENTS_FILE})."
+        )
     try:
         state = load_safely(Path(path), "cpu")
         net = SegmentNet()
